@@ -1,0 +1,215 @@
+//! Gateway configuration: parsed from Spin component variables (names as in
+//! spin.toml; set as `XIMILAR_<NAME>` through runtime-config.toml). Parsing is
+//! pure: it takes a lookup function, so it is tested natively.
+
+use std::time::Duration;
+
+use crate::retry::RetryPolicy;
+
+/// Every variable any component may read. A component sees only those its
+/// `[component.x.variables]` maps; the rest take their defaults.
+pub const VARIABLES: &[&str] = &[
+    "api_token",
+    "collection_id",
+    "api_url",
+    "timeout_ms",
+    "attempt_timeout_ms",
+    "max_retries",
+    "backoff_base_ms",
+    "backoff_max_ms",
+    "retry_after_max_ms",
+    "cache_ttl_s",
+    "detect_path",
+    "tags_path",
+    "search_path",
+    "health_path",
+    "tag_mode",
+    "classify_path",
+    "task_id",
+    "search_fields",
+    "search_filter_field",
+    "health_timeout_ms",
+    "health_cache_s",
+];
+
+/// How `/tag` asks Ximilar about an image that `/detect` has not seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagMode {
+    /// `POST /tagging/fashion/v2/tags` (no training needed).
+    Fashion,
+    /// A custom trained model: `POST /recognition/v2/classify/` with `task_id`.
+    Classify { task_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub api_token: String,
+    pub api_url: String,
+    pub collection_id: String,
+    /// Overall deadline of one gateway call, retries and waits included.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Zero disables the cache.
+    pub cache_ttl: Duration,
+    pub detect_path: String,
+    pub tags_path: String,
+    pub search_path: String,
+    pub health_path: String,
+    pub classify_path: String,
+    pub tag_mode: TagMode,
+    pub search_fields: Vec<String>,
+    /// Field of the collection's records that `category` filters on; none by default.
+    pub search_filter_field: Option<String>,
+    pub health_timeout: Duration,
+    pub health_cache: Duration,
+}
+
+impl Config {
+    /// Reads every knob through `get` (a missing or empty value means the default;
+    /// a component only sees the variables spin.toml maps to it, and that is fine).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let text = |name: &str, default: &str| -> String {
+            get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+        };
+        let number = |name: &str, default: u64, max: u64| -> Result<u64, String> {
+            let raw = text(name, &default.to_string());
+            match raw.parse::<u64>() {
+                Ok(n) if n <= max => Ok(n),
+                _ => Err(format!("XIMILAR_{} must be an integer from 0 to {max}, not {raw:?}", name.to_ascii_uppercase())),
+            }
+        };
+        let path = |name: &str, default: &str| -> Result<String, String> {
+            let p = text(name, default);
+            if p.starts_with('/') {
+                Ok(p)
+            } else {
+                Err(format!("XIMILAR_{} must start with '/'", name.to_ascii_uppercase()))
+            }
+        };
+
+        let api_url = text("api_url", "https://api.ximilar.com").trim_end_matches('/').to_string();
+        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+            return Err("XIMILAR_API_URL must be an http(s) URL".into());
+        }
+        let tag_mode = match text("tag_mode", "fashion").as_str() {
+            "fashion" => TagMode::Fashion,
+            "classify" => {
+                let task_id = text("task_id", "");
+                if task_id.is_empty() {
+                    return Err("XIMILAR_TAG_MODE=classify needs XIMILAR_TASK_ID".into());
+                }
+                TagMode::Classify { task_id }
+            }
+            other => return Err(format!("XIMILAR_TAG_MODE must be 'fashion' or 'classify', not {other:?}")),
+        };
+        let search_fields = text("search_fields", "_id,_url")
+            .split(',')
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect();
+        let search_filter_field = Some(text("search_filter_field", "")).filter(|f| !f.is_empty());
+
+        Ok(Config {
+            api_token: text("api_token", ""),
+            api_url,
+            collection_id: text("collection_id", ""),
+            timeout: Duration::from_millis(number("timeout_ms", 30_000, 600_000)?.max(1)),
+            retry: RetryPolicy {
+                max_retries: number("max_retries", 3, 10)? as u32,
+                base_backoff: Duration::from_millis(number("backoff_base_ms", 200, 60_000)?),
+                max_backoff: Duration::from_millis(number("backoff_max_ms", 5_000, 600_000)?),
+                max_retry_after: Duration::from_millis(number("retry_after_max_ms", 10_000, 600_000)?),
+                attempt_timeout: Duration::from_millis(number("attempt_timeout_ms", 10_000, 600_000)?.max(1)),
+            },
+            cache_ttl: Duration::from_secs(number("cache_ttl_s", 3600, 30 * 86_400)?),
+            detect_path: path("detect_path", "/tagging/fashion/v2/detect_tags")?,
+            tags_path: path("tags_path", "/tagging/fashion/v2/tags")?,
+            search_path: path("search_path", "/similarity/fashion-new/v2/visualKNN")?,
+            health_path: path("health_path", "/account/v2/details/")?,
+            classify_path: path("classify_path", "/recognition/v2/classify/")?,
+            tag_mode,
+            search_fields,
+            search_filter_field,
+            health_timeout: Duration::from_millis(number("health_timeout_ms", 3_000, 60_000)?.max(1)),
+            health_cache: Duration::from_secs(number("health_cache_s", 5, 3_600)?),
+        })
+    }
+
+    /// Token problems are reported where the token is needed, never echoing it.
+    pub fn require_token(&self) -> Result<&str, String> {
+        if self.api_token.is_empty() {
+            Err("XIMILAR_API_TOKEN is not set".into())
+        } else {
+            Ok(&self.api_token)
+        }
+    }
+
+    pub fn cache_enabled(&self) -> bool {
+        !self.cache_ttl.is_zero()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let c = config(&[("api_token", "t")]).unwrap();
+        assert_eq!(c.api_url, "https://api.ximilar.com");
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.retry.max_retries, 3);
+        assert_eq!(c.cache_ttl, Duration::from_secs(3600));
+        assert_eq!(c.detect_path, "/tagging/fashion/v2/detect_tags");
+        assert_eq!(c.tags_path, "/tagging/fashion/v2/tags");
+        assert_eq!(c.search_path, "/similarity/fashion-new/v2/visualKNN");
+        assert_eq!(c.health_path, "/account/v2/details/");
+        assert_eq!(c.tag_mode, TagMode::Fashion);
+        assert_eq!(c.search_fields, vec!["_id", "_url"]);
+        assert_eq!(c.search_filter_field, None);
+    }
+
+    #[test]
+    fn knobs_override_defaults() {
+        let c = config(&[
+            ("api_token", "t"),
+            ("api_url", "http://127.0.0.1:9999/"),
+            ("timeout_ms", "1500"),
+            ("max_retries", "0"),
+            ("cache_ttl_s", "0"),
+            ("tag_mode", "classify"),
+            ("task_id", "abc"),
+            ("search_fields", "_id, _url, brand ,price"),
+            ("search_filter_field", "category"),
+        ])
+        .unwrap();
+        assert_eq!(c.api_url, "http://127.0.0.1:9999");
+        assert_eq!(c.timeout, Duration::from_millis(1500));
+        assert_eq!(c.retry.max_retries, 0);
+        assert!(!c.cache_enabled());
+        assert_eq!(c.tag_mode, TagMode::Classify { task_id: "abc".into() });
+        assert_eq!(c.search_fields, vec!["_id", "_url", "brand", "price"]);
+        assert_eq!(c.search_filter_field.as_deref(), Some("category"));
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        assert!(config(&[("timeout_ms", "soon")]).unwrap_err().contains("XIMILAR_TIMEOUT_MS"));
+        assert!(config(&[("max_retries", "99")]).unwrap_err().contains("XIMILAR_MAX_RETRIES"));
+        assert!(config(&[("tag_mode", "classify")]).unwrap_err().contains("XIMILAR_TASK_ID"));
+        assert!(config(&[("detect_path", "tagging")]).unwrap_err().contains("XIMILAR_DETECT_PATH"));
+        assert!(config(&[("api_url", "api.ximilar.com")]).unwrap_err().contains("XIMILAR_API_URL"));
+    }
+
+    #[test]
+    fn missing_token_is_an_error_that_does_not_echo_anything() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.require_token().unwrap_err(), "XIMILAR_API_TOKEN is not set");
+    }
+}

@@ -1,0 +1,17 @@
+//! ximilar-gw: the gateway between the Recognition Orchestrator and the Ximilar
+//! fashion API. The modules below are pure Rust (no Spin imports) and unit-tested
+//! natively; `runtime` (feature `spin`) is the thin layer that binds them to Spin.
+
+pub mod cache;
+pub mod client;
+pub mod colors;
+pub mod config;
+pub mod contract;
+pub mod mapping;
+pub mod metrics;
+pub mod retry;
+pub mod urls;
+pub mod ximilar;
+
+#[cfg(feature = "spin")]
+pub mod runtime;

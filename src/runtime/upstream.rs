@@ -1,0 +1,125 @@
+//! The transport and clock the pure client runs on under Spin: outbound
+//! `wasi:http` (p3) with request-option timeouts, and `wasi:clocks` sleeps.
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use spin_sdk::http::body::IncomingBodyExt;
+use spin_sdk::http::FullBody;
+use spin_sdk::wasip3::clocks::monotonic_clock;
+use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
+use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
+
+use crate::client::{Clock, Transport, TransportError, UpstreamResponse};
+use crate::retry::parse_retry_after;
+use crate::ximilar::UpstreamRequest;
+
+pub struct SpinClock {
+    origin: Instant,
+}
+
+impl SpinClock {
+    pub fn new() -> Self {
+        SpinClock { origin: Instant::now() }
+    }
+}
+
+impl Clock for SpinClock {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        monotonic_clock::wait_for(nanos(duration)).await;
+    }
+
+    fn random_unit(&self) -> f64 {
+        // 53 random bits → uniform in [0, 1)
+        (spin_sdk::wasip3::random::random::get_random_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+pub struct SpinTransport;
+
+impl Transport for SpinTransport {
+    async fn send(&self, request: &UpstreamRequest, budget: Duration) -> Result<UpstreamResponse, TransportError> {
+        let outgoing = build(request, budget).map_err(|e| TransportError::Other(e.to_string()))?;
+        // The request options ask the host to give up in time; the race below
+        // holds the budget even if a host ignores them.
+        match with_timeout(budget, exchange(outgoing)).await {
+            Some(result) => result,
+            None => Err(TransportError::Timeout),
+        }
+    }
+}
+
+fn build(request: &UpstreamRequest, budget: Duration) -> anyhow::Result<http::Request<FullBody<Bytes>>> {
+    let mut builder = http::Request::builder().method(request.method).uri(&request.url);
+    for (name, value) in &request.headers {
+        builder = builder.header(*name, value);
+    }
+    let mut outgoing = builder.body(FullBody::new(Bytes::from(request.body.clone().unwrap_or_default())))?;
+    let options = RequestOptions::new();
+    let budget = Some(nanos(budget));
+    // Hosts may refuse some options; the race in `send` still bounds the try.
+    let _ = options.set_connect_timeout(budget);
+    let _ = options.set_first_byte_timeout(budget);
+    let _ = options.set_between_bytes_timeout(budget);
+    outgoing.extensions_mut().insert(RequestOptionsExtension(options));
+    Ok(outgoing)
+}
+
+async fn exchange(outgoing: http::Request<FullBody<Bytes>>) -> Result<UpstreamResponse, TransportError> {
+    let response = spin_sdk::http::send(outgoing).await.map_err(classify)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = response.into_body().bytes().await.map_err(classify)?;
+    Ok(UpstreamResponse { status, retry_after, body: body.to_vec() })
+}
+
+fn classify(code: ErrorCode) -> TransportError {
+    match code {
+        ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
+            TransportError::Timeout
+        }
+        ErrorCode::DnsTimeout
+        | ErrorCode::DnsError(_)
+        | ErrorCode::DestinationNotFound
+        | ErrorCode::DestinationUnavailable
+        | ErrorCode::DestinationIpUnroutable
+        | ErrorCode::ConnectionRefused
+        | ErrorCode::ConnectionTerminated
+        | ErrorCode::ConnectionLimitReached
+        | ErrorCode::TlsProtocolError
+        | ErrorCode::TlsAlertReceived(_)
+        | ErrorCode::HttpResponseIncomplete => TransportError::Connect,
+        other => TransportError::Other(format!("{other:?}")),
+    }
+}
+
+/// Resolves to `None` when `budget` passes first (the other future is dropped, cancelling it).
+pub async fn with_timeout<F: Future>(budget: Duration, future: F) -> Option<F::Output> {
+    let mut future = pin!(future);
+    let mut timer = pin!(monotonic_clock::wait_for(nanos(budget)));
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}

@@ -1,0 +1,155 @@
+//! Image URLs: validation, `crop_url`s (W3C media fragments `#xywh=x,y,w,h`) and
+//! the normal form used for cache keys.
+
+/// Longest URL we accept, fragment included.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// An absolute http(s) URL that passed validation. Keeps the caller's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageUrl(String);
+
+/// A crop rectangle in pixels: origin and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crop {
+    pub x: i64,
+    pub y: i64,
+    pub w: i64,
+    pub h: i64,
+}
+
+impl Crop {
+    /// From a `[x1, y1, x2, y2]` box.
+    pub fn from_bbox(b: [i64; 4]) -> Crop {
+        Crop { x: b[0], y: b[1], w: b[2] - b[0], h: b[3] - b[1] }
+    }
+
+    pub fn to_bbox(self) -> [i64; 4] {
+        [self.x, self.y, self.x + self.w, self.y + self.h]
+    }
+}
+
+pub fn parse_image_url(text: &str) -> Result<ImageUrl, String> {
+    if text.len() > MAX_URL_LEN {
+        return Err(format!("URL is longer than {MAX_URL_LEN} characters"));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("URL contains whitespace or control characters".into());
+    }
+    let without_fragment = text.split('#').next().unwrap_or_default();
+    let uri: http::Uri = without_fragment
+        .parse()
+        .map_err(|_| "not a valid absolute URL".to_string())?;
+    match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("http" | "https") => {}
+        Some(_) => return Err("URL scheme must be http or https".into()),
+        None => return Err("URL must be absolute (http or https)".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("URL has no host".into());
+    }
+    Ok(ImageUrl(text.to_string()))
+}
+
+impl ImageUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its fragment: what Ximilar must fetch.
+    pub fn source(&self) -> &str {
+        self.0.split('#').next().unwrap_or_default()
+    }
+
+    /// The crop named by an `#xywh=x,y,w,h` fragment (pixels), if any.
+    pub fn crop(&self) -> Option<Crop> {
+        let fragment = self.0.split_once('#')?.1;
+        let spec = fragment.split('&').find_map(|p| p.strip_prefix("xywh="))?;
+        let spec = spec.strip_prefix("pixel:").unwrap_or(spec);
+        let nums: Vec<i64> = spec.split(',').map(|n| n.trim().parse().ok()).collect::<Option<_>>()?;
+        match nums[..] {
+            [x, y, w, h] if x >= 0 && y >= 0 && w > 0 && h > 0 => Some(Crop { x, y, w, h }),
+            _ => None,
+        }
+    }
+
+    /// Normal form for cache keys: scheme and host lower-cased, a default port
+    /// dropped. Path, query and fragment are kept as sent: signed image URLs
+    /// differ only by their query, and the fragment names the crop.
+    pub fn cache_key(&self) -> String {
+        let (scheme, rest) = self.0.split_once("://").expect("validated URL has a scheme");
+        let scheme = scheme.to_ascii_lowercase();
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let mut authority = authority.to_ascii_lowercase();
+        let default_port = if scheme == "https" { ":443" } else { ":80" };
+        if authority.ends_with(default_port) {
+            authority.truncate(authority.len() - default_port.len());
+        }
+        let tail = if tail.is_empty() || tail.starts_with(['?', '#']) { format!("/{tail}") } else { tail.to_string() };
+        format!("{scheme}://{authority}{tail}")
+    }
+}
+
+/// `source#xywh=x,y,w,h`: the `crop_url` of a detected item (Ximilar returns no crop images).
+pub fn crop_url(source: &str, crop: Crop) -> String {
+    let source = source.split('#').next().unwrap_or_default();
+    format!("{source}#xywh={},{},{},{}", crop.x, crop.y, crop.w, crop.h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> ImageUrl {
+        parse_image_url(s).unwrap()
+    }
+
+    #[test]
+    fn crop_fragment_round_trips() {
+        let c = crop_url("https://shop.example/a.jpg?sig=1", Crop::from_bbox([212, 340, 705, 1122]));
+        assert_eq!(c, "https://shop.example/a.jpg?sig=1#xywh=212,340,493,782");
+        let parsed = url(&c);
+        assert_eq!(parsed.crop().unwrap().to_bbox(), [212, 340, 705, 1122]);
+        assert_eq!(parsed.source(), "https://shop.example/a.jpg?sig=1");
+    }
+
+    #[test]
+    fn crop_url_replaces_an_existing_fragment() {
+        let c = crop_url("https://s.example/a.jpg#old", Crop { x: 1, y: 2, w: 3, h: 4 });
+        assert_eq!(c, "https://s.example/a.jpg#xywh=1,2,3,4");
+    }
+
+    #[test]
+    fn odd_fragments_are_not_crops() {
+        for s in [
+            "https://s.example/a.jpg",
+            "https://s.example/a.jpg#xywh=1,2,3",
+            "https://s.example/a.jpg#xywh=1,2,0,4",
+            "https://s.example/a.jpg#xywh=a,b,c,d",
+            "https://s.example/a.jpg#t=10",
+        ] {
+            assert_eq!(url(s).crop(), None, "{s}");
+        }
+        assert_eq!(url("https://s.example/a.jpg#xywh=pixel:1,2,3,4").crop(), Some(Crop { x: 1, y: 2, w: 3, h: 4 }));
+    }
+
+    #[test]
+    fn cache_key_normalises_scheme_host_and_default_port_only() {
+        assert_eq!(url("HTTPS://Shop.Example:443/A.jpg?Sig=X").cache_key(), "https://shop.example/A.jpg?Sig=X");
+        assert_eq!(url("http://shop.example:80").cache_key(), "http://shop.example/");
+        assert_eq!(url("http://shop.example:8080/a").cache_key(), "http://shop.example:8080/a");
+        assert_eq!(url("https://shop.example:80/a").cache_key(), "https://shop.example:80/a");
+        assert_ne!(url("https://s.example/a.jpg?sig=1").cache_key(), url("https://s.example/a.jpg?sig=2").cache_key());
+        assert_ne!(
+            url("https://s.example/a.jpg#xywh=1,2,3,4").cache_key(),
+            url("https://s.example/a.jpg#xywh=1,2,3,5").cache_key()
+        );
+    }
+
+    #[test]
+    fn rejects_non_http_and_junk() {
+        for s in ["ftp://a/b", "file:///etc/passwd", "javascript:alert(1)", "a b", "https://exa mple.com/", "//host/x", ""] {
+            assert!(parse_image_url(s).is_err(), "{s}");
+        }
+    }
+}

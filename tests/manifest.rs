@@ -1,0 +1,92 @@
+//! spin.toml against the code: least capability per component, and every
+//! variable the code reads is declared (a typo would silently become a default).
+
+use std::collections::BTreeSet;
+use toml::Value;
+
+fn manifest() -> toml::Table {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")).unwrap();
+    text.parse().unwrap()
+}
+
+fn component<'a>(m: &'a toml::Table, name: &str) -> &'a toml::Table {
+    m["component"][name].as_table().unwrap_or_else(|| panic!("no component {name}"))
+}
+
+fn variables_of(c: &toml::Table) -> BTreeSet<String> {
+    c.get("variables").and_then(Value::as_table).map(|t| t.keys().cloned().collect()).unwrap_or_default()
+}
+
+#[test]
+fn one_component_per_endpoint_with_a_build_command() {
+    let m = manifest();
+    let routes: Vec<(String, String)> = m["trigger"]["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["route"].as_str().unwrap().to_string(), t["component"].as_str().unwrap().to_string()))
+        .collect();
+    let expected: Vec<(String, String)> = ["detect", "tag", "search", "health", "metrics"]
+        .iter()
+        .map(|c| (format!("/{c}"), c.to_string()))
+        .collect();
+    assert_eq!(routes, expected);
+    for (_, name) in &routes {
+        let c = component(&m, name);
+        let build = c["build"]["command"].as_str().unwrap();
+        assert_eq!(build, format!("cargo build --target wasm32-wasip2 --release -p {name}"));
+        assert_eq!(c["source"].as_str().unwrap(), format!("target/wasm32-wasip2/release/{name}.wasm"));
+    }
+}
+
+#[test]
+fn metrics_component_has_no_token_and_no_outbound_host() {
+    let m = manifest();
+    let metrics = component(&m, "metrics");
+    assert!(metrics.get("allowed_outbound_hosts").is_none());
+    assert!(variables_of(metrics).is_empty());
+    assert_eq!(metrics["key_value_stores"].as_array().unwrap(), &vec![Value::from("metrics")]);
+}
+
+#[test]
+fn only_ximilar_callers_get_the_token_and_host_and_only_search_the_collection() {
+    let m = manifest();
+    for name in ["detect", "tag", "search", "health"] {
+        let c = component(&m, name);
+        assert_eq!(c["allowed_outbound_hosts"].as_array().unwrap(), &vec![Value::from("{{ api_url }}")], "{name}");
+        assert!(variables_of(c).contains("api_token"), "{name}");
+        assert_eq!(variables_of(c).contains("collection_id"), name == "search", "{name}");
+    }
+    let token = &m["variables"]["api_token"];
+    assert_eq!(token["required"].as_bool(), Some(true));
+    assert_eq!(token["secret"].as_bool(), Some(true));
+    assert_eq!(m["variables"]["collection_id"]["secret"].as_bool(), Some(true));
+}
+
+#[test]
+fn component_variables_are_declared_and_read_by_the_code() {
+    let m = manifest();
+    let declared: BTreeSet<String> = m["variables"].as_table().unwrap().keys().cloned().collect();
+    let read: BTreeSet<String> = ximilar_gw::config::VARIABLES.iter().map(|s| s.to_string()).collect();
+    assert_eq!(declared, read, "spin.toml [variables] and config::VARIABLES differ");
+    for (name, c) in m["component"].as_table().unwrap() {
+        for (var, template) in c.get("variables").and_then(Value::as_table).into_iter().flatten() {
+            assert!(read.contains(var), "component {name} maps {var}, which the code never reads");
+            assert_eq!(template.as_str().unwrap(), format!("{{{{ {var} }}}}"), "component {name}: {var}");
+        }
+    }
+}
+
+#[test]
+fn manifest_defaults_match_the_code_defaults() {
+    let m = manifest();
+    let defaults: std::collections::HashMap<String, String> = m["variables"]
+        .as_table()
+        .unwrap()
+        .iter()
+        .filter_map(|(k, v)| v.get("default").and_then(Value::as_str).map(|d| (k.clone(), d.to_string())))
+        .collect();
+    let from_manifest = ximilar_gw::config::Config::from_lookup(|k| defaults.get(k).cloned()).unwrap();
+    let from_code = ximilar_gw::config::Config::from_lookup(|_| None).unwrap();
+    assert_eq!(from_manifest, from_code);
+}
