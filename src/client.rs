@@ -22,7 +22,9 @@ pub enum TransportError {
     Connect,
     /// No answer within the try's budget. Retryable.
     Timeout,
-    /// Anything else (the host denied the request, a protocol error): not retried.
+    /// Anything else (the host denied the request, the connection dropped after
+    /// the request was sent, a protocol error): not retried, since Ximilar may
+    /// already have billed it.
     Other(String),
 }
 
@@ -81,7 +83,9 @@ impl CallError {
             CallError::Exhausted { last: RetryReason::GatewayTimeout | RetryReason::Timeout, .. } | CallError::Deadline => {
                 ApiError::new(504, "upstream_timeout", "Ximilar did not answer within the gateway's deadline")
             }
-            CallError::Transport(_) => ApiError::new(502, "upstream_unreachable", "the gateway could not reach Ximilar"),
+            CallError::Transport(_) => {
+                ApiError::new(502, "upstream_unreachable", "the connection to Ximilar failed before it answered")
+            }
         }
     }
 }

@@ -133,7 +133,8 @@ pub fn item_for_crop(items: &[DetectedItem], crop: Crop) -> Option<&DetectedItem
 }
 
 fn iou(a: [i64; 4], b: [i64; 4]) -> f64 {
-    let area = |r: [i64; 4]| ((r[2] - r[0]).max(0) * (r[3] - r[1]).max(0)) as f64;
+    // In f64: boxes come from Ximilar and crops from callers, so any i64 is possible.
+    let area = |r: [i64; 4]| (r[2] as f64 - r[0] as f64).max(0.0) * (r[3] as f64 - r[1] as f64).max(0.0);
     let inter = [a[0].max(b[0]), a[1].max(b[1]), a[2].min(b[2]), a[3].min(b[3])];
     let inter_area = area(inter);
     let union = area(a) + area(b) - inter_area;

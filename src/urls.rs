@@ -20,11 +20,11 @@ pub struct Crop {
 impl Crop {
     /// From a `[x1, y1, x2, y2]` box.
     pub fn from_bbox(b: [i64; 4]) -> Crop {
-        Crop { x: b[0], y: b[1], w: b[2] - b[0], h: b[3] - b[1] }
+        Crop { x: b[0], y: b[1], w: b[2].saturating_sub(b[0]), h: b[3].saturating_sub(b[1]) }
     }
 
     pub fn to_bbox(self) -> [i64; 4] {
-        [self.x, self.y, self.x + self.w, self.y + self.h]
+        [self.x, self.y, self.x.saturating_add(self.w), self.y.saturating_add(self.h)]
     }
 }
 

@@ -199,6 +199,8 @@ async fn tag(ctx: &mut Ctx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
             let item = mapping::item_for_crop(&items, crop).ok_or_else(|| {
                 ApiError::invalid("crop_not_found", "Ximilar found no garment matching the crop in the image")
             })?;
+            // The caller's crop may only overlap a detected box: remember it too.
+            ctx.cache.put(&key, &to_value(&item.tags)).await;
             item.tags.clone()
         }
         None => {

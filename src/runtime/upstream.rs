@@ -95,11 +95,12 @@ fn classify(code: ErrorCode) -> TransportError {
         | ErrorCode::DestinationUnavailable
         | ErrorCode::DestinationIpUnroutable
         | ErrorCode::ConnectionRefused
-        | ErrorCode::ConnectionTerminated
         | ErrorCode::ConnectionLimitReached
         | ErrorCode::TlsProtocolError
-        | ErrorCode::TlsAlertReceived(_)
-        | ErrorCode::HttpResponseIncomplete => TransportError::Connect,
+        | ErrorCode::TlsCertificateError
+        | ErrorCode::TlsAlertReceived(_) => TransportError::Connect,
+        // A connection dropped after the request went out (terminated, incomplete
+        // answer, protocol error) may already have been billed: not retried.
         other => TransportError::Other(format!("{other:?}")),
     }
 }
