@@ -1,0 +1,78 @@
+# syntax=docker/dockerfile:1
+#
+# ximilar-gw: the Spin application in a container, as the server card runs it
+# (docker compose, 10.1.0.12:8001). Two stages:
+#   build  - the official Rust image compiles the five components for
+#            wasm32-wasip2, and the static health probe (deploy/healthcheck);
+#   final  - the Spin v4.0.2 image with only spin.toml, the two runtime configs,
+#            the five .wasm files and the probe.
+# Build with BuildKit (the default of current Docker): the cache mounts keep the
+# cargo registry and target directories between builds.
+
+ARG RUST_VERSION=1.95
+
+FROM rust:${RUST_VERSION}-bookworm AS build
+ARG TARGETARCH
+WORKDIR /src
+RUN rustup target add wasm32-wasip2
+# The probe runs in the Spin image, which has no curl; a static musl binary
+# needs nothing from it. Built first: it rarely changes, so this layer stays cached.
+RUN case "${TARGETARCH:-amd64}" in \
+        amd64) arch=x86_64 ;; \
+        arm64) arch=aarch64 ;; \
+        *) echo "unsupported TARGETARCH ${TARGETARCH}" >&2; exit 1 ;; \
+    esac \
+    && rustup target add "${arch}-unknown-linux-musl" \
+    && echo "${arch}-unknown-linux-musl" > /musl-target
+COPY deploy/healthcheck/ deploy/healthcheck/
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/deploy/healthcheck/target \
+    target="$(cat /musl-target)" \
+    && cargo build --locked --release --manifest-path deploy/healthcheck/Cargo.toml --target "$target" \
+    && mkdir -p /out \
+    && cp "deploy/healthcheck/target/$target/release/healthcheck" /out/healthcheck
+
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --locked --target wasm32-wasip2 --release -p detect -p tag -p search -p health -p metrics \
+    && mkdir -p /out/target/wasm32-wasip2/release \
+    && for name in detect tag search health metrics; do \
+         cp "target/wasm32-wasip2/release/$name.wasm" /out/target/wasm32-wasip2/release/; \
+       done
+
+# Debian bookworm-slim plus /usr/local/bin/spin; its ENTRYPOINT is that binary.
+# It runs as root and has no curl (see deploy/healthcheck).
+FROM ghcr.io/spinframework/spin:v4.0.2
+
+# A fixed non-root uid, so a Kubernetes runAsNonRoot check or a host bind mount
+# can rely on it. Its home holds Wasmtime's compilation cache (~/.cache).
+# /app/.spin is the state directory: the SQLite response cache (runtime-config.toml:
+# .spin/cache.db) and Spin's per-component logs (.spin/logs). Created here and
+# owned by the user, so a fresh named volume mounted on it inherits that owner.
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/spin \
+        --shell /usr/sbin/nologin spin \
+    && mkdir -p /app/.spin \
+    && chown spin:spin /app/.spin
+
+WORKDIR /app
+# spin.toml names its components as target/wasm32-wasip2/release/<name>.wasm,
+# relative to itself: keep that layout. `spin up` finds ./spin.toml by itself.
+COPY spin.toml runtime-config.toml runtime-config.redis.toml ./
+COPY --from=build /out/target/ ./target/
+COPY --from=build /out/healthcheck /usr/local/bin/healthcheck
+
+USER 10001:10001
+EXPOSE 8001
+
+# /health answers 200 whenever the gateway runs (Ximilar's state is in the body,
+# "ximilar_reachable"); its own Ximilar probe times out after 3 s and is reused
+# for 5 s, so this costs at most one credit-free Ximilar call per interval.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["/usr/local/bin/healthcheck", "http://127.0.0.1:8001/health"]
+
+# Spin reads the XIMILAR_* variables (env_file: .env) once, at start.
+# docker-compose.yml repeats this command to pick the runtime config
+# (XGW_RUNTIME_CONFIG); the image has no need for a shell to do so.
+ENTRYPOINT ["/usr/local/bin/spin"]
+CMD ["up", "--listen", "0.0.0.0:8001", "--runtime-config-file", "runtime-config.toml"]

@@ -1,0 +1,948 @@
+#!/usr/bin/env python3
+"""Checks of the deployment files: Dockerfile, docker-compose.yml, the runtime
+configs, .env.example, deploy/prometheus, deploy/kubernetes, deploy/healthcheck.
+
+    python3 tests/deploy/check_deploy.py
+
+Needs Python 3.11+ (tomllib) and PyYAML. Runs `promtool` (Debian package
+`prometheus`) and `cargo` when they are on PATH; when CI=true their absence is a
+failure, otherwise a skip. Exits 1 if any check fails; the last line reads
+`deploy checks: N passed, M failed`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - reported as a plain failure
+    print("FAIL  PyYAML is missing: pip install pyyaml")
+    print("deploy checks: 0 passed, 1 failed")
+    sys.exit(1)
+
+ROOT = Path(__file__).resolve().parents[2]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+SPIN_IMAGE = "ghcr.io/spinframework/spin:v4.0.2"
+# ENTRYPOINT of that image (Spin's .github/Dockerfile at v4.0.2), used when the
+# Dockerfile does not set its own.
+SPIN_IMAGE_ENTRYPOINT = ["/usr/local/bin/spin"]
+CONTAINER_LISTEN = "0.0.0.0:8001"
+DEFAULT_PUBLISH = "10.1.0.12:8001:8001"
+MEMORY_LIMIT = 2 * 1024**3
+SERVICE = "ximilar-gw"
+RUNTIME_CONFIGS = ["runtime-config.toml", "runtime-config.redis.toml"]
+CARD_VARIABLES_FALLBACK = ["XIMILAR_API_TOKEN", "XIMILAR_COLLECTION_ID", "XIMILAR_API_URL", "HOST", "PORT", "WORKERS"]
+
+# ---------------------------------------------------------------------------
+# What Spin v4.0.2 accepts in a runtime config file, read from its source (tag v4.0.2):
+#   crates/runtime-config/src/lib.rs        top-level keys it reads (state_dir, log_dir,
+#       max_instance_memory, and each factor's table); validate_all_keys_used makes any
+#       other top-level key a start-up error. Key-value store types it registers.
+#   crates/runtime-config/src/variables.rs  variables_provider (old name config_provider)
+#   crates/variables-{env,vault,azure,static}/src/lib.rs        provider fields
+#   crates/key-value-{spin,redis,azure,aws}/src/lib.rs          key-value store fields
+#   crates/sqlite/src/lib.rs                sqlite_database types and fields
+#   crates/factor-llm/src/spin.rs           llm_compute
+#   crates/factor-outbound-http/src/runtime_config/spin.rs        outbound_http
+#   crates/factor-outbound-networking/src/runtime_config/spin.rs  outbound_networking, client_tls
+# Spin refuses unknown fields in most of these tables, but silently ignores them in a
+# key_value_store entry (a misspelt `url` or `path` goes unnoticed there); this check
+# refuses them everywhere.
+# Each type maps to (required fields, optional fields), `type` itself excluded.
+VARIABLE_PROVIDERS = {
+    "env": (set(), {"prefix", "dotenv_path"}),
+    "vault": ({"url", "token", "mount"}, {"prefix"}),
+    "azure_key_vault": ({"vault_url"}, {"client_id", "client_secret", "tenant_id", "authority_host"}),
+    "static": ({"values"}, set()),
+}
+KEY_VALUE_STORES = {
+    "spin": (set(), {"path"}),
+    "redis": ({"url"}, set()),
+    "azure_cosmos": ({"account", "database", "container"}, {"key"}),
+    "aws_dynamo": ({"region", "table"}, {"access_key", "secret_key", "token", "consistent_read"}),
+}
+SQLITE_DATABASES = {
+    "spin": (set(), {"path", "allow_attach_file"}),
+    "libsql": ({"url", "token"}, set()),
+}
+LLM_COMPUTE = {
+    "spin": (set(), set()),
+    "remote_http": ({"url", "auth_token"}, {"api_type"}),
+}
+PLAIN_TABLES = {
+    "outbound_http": (set(), {"connection_pooling", "max_concurrent_requests"}),
+    "outbound_networking": (set(), {"block_networks"}),
+}
+CLIENT_TLS = (
+    {"component_ids", "hosts"},
+    {"ca_use_platform_roots", "ca_use_webpki_roots", "ca_roots_file", "client_cert_file", "client_private_key_file"},
+)
+TOP_LEVEL_SCALARS = {"state_dir": str, "log_dir": str, "max_instance_memory": int}
+TOP_LEVEL_KEYS = set(TOP_LEVEL_SCALARS) | {
+    "variables_provider", "config_provider", "key_value_store", "sqlite_database",
+    "llm_compute", "client_tls", *PLAIN_TABLES,
+}
+# The store Spin always defines, whatever the runtime config says.
+IMPLICIT_KEY_VALUE_LABELS = {"default"}
+
+
+class Failure(Exception):
+    pass
+
+
+class Skip(Exception):
+    pass
+
+
+def expect(condition: object, message: str) -> None:
+    if not condition:
+        raise Failure(message)
+
+
+CHECKS: list[tuple[str, object]] = []
+
+
+def check(name: str):
+    def register(fn):
+        CHECKS.append((name, fn))
+        return fn
+
+    return register
+
+
+# ----------------------------------------------------------------------------- loading
+
+_cache: dict[str, object] = {}
+
+
+def read(rel: str) -> str:
+    path = ROOT / rel
+    expect(path.is_file(), f"{rel} is missing")
+    return path.read_text(encoding="utf-8")
+
+
+def load_toml(rel: str) -> dict:
+    key = "toml:" + rel
+    if key not in _cache:
+        try:
+            _cache[key] = tomllib.loads(read(rel))
+        except tomllib.TOMLDecodeError as e:
+            raise Failure(f"{rel} is not valid TOML: {e}")
+    return _cache[key]
+
+
+def load_yaml_docs(rel: str) -> list:
+    key = "yaml:" + rel
+    if key not in _cache:
+        try:
+            _cache[key] = [d for d in yaml.safe_load_all(read(rel)) if d is not None]
+        except yaml.YAMLError as e:
+            raise Failure(f"{rel} is not valid YAML: {e}")
+    return _cache[key]
+
+
+def load_yaml(rel: str):
+    docs = load_yaml_docs(rel)
+    expect(len(docs) == 1, f"{rel}: expected one YAML document, found {len(docs)}")
+    return docs[0]
+
+
+def manifest() -> dict:
+    return load_toml("spin.toml")
+
+
+def manifest_variables() -> dict:
+    variables = manifest().get("variables", {})
+    expect(variables, "spin.toml has no [variables]")
+    return variables
+
+
+def manifest_components() -> dict:
+    components = manifest().get("component", {})
+    expect(components, "spin.toml has no components")
+    return components
+
+
+def manifest_kv_labels() -> set[str]:
+    return {label for c in manifest_components().values() for label in c.get("key_value_stores", [])}
+
+
+# ----------------------------------------------------------------------------- compose
+
+_INTERPOLATION = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def interpolate(value, env: dict[str, str]):
+    """Compose-style ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:+alt}, $VAR, $$."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(m: re.Match) -> str:
+        if m.group("escaped"):
+            return "$"
+        name = m.group("braced") or m.group("bare")
+        op, arg, current = m.group("op"), m.group("arg") or "", env.get(name)
+        if op is None:
+            return current or ""
+        if op == ":-":
+            return current if current else arg
+        if op == "-":
+            return current if current is not None else arg
+        if op == ":+":
+            return arg if current else ""
+        if op == "+":
+            return arg if current is not None else ""
+        if (op == ":?" and not current) or (op == "?" and current is None):
+            raise Failure(f"compose needs ${{{name}}}: {arg}")
+        return current
+
+    return _INTERPOLATION.sub(substitute, value)
+
+
+def compose(env: dict[str, str] | None = None) -> dict:
+    doc = load_yaml("docker-compose.yml")
+    expect(isinstance(doc, dict) and isinstance(doc.get("services"), dict), "docker-compose.yml has no services")
+    return interpolate(doc, env or {})
+
+
+def gateway(env: dict[str, str] | None = None) -> dict:
+    services = compose(env)["services"]
+    expect(SERVICE in services, f"docker-compose.yml has no service {SERVICE!r}")
+    return services[SERVICE]
+
+
+def memory_bytes(value) -> int:
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*", str(value).lower())
+    expect(m, f"unreadable memory size {value!r}")
+    return int(float(m.group(1)) * 1024 ** "bkmg".index(m.group(2) or "b"))
+
+
+def published_ports(service: dict) -> list[tuple[str, str, str]]:
+    """(host_ip, host_port, container_port) for each published port."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append((str(port.get("host_ip", "")), str(port.get("published", "")), str(port.get("target", ""))))
+            continue
+        spec = str(port).split("/")[0]
+        if spec.startswith("["):  # [ipv6]:host:container
+            ip, _, rest = spec[1:].partition("]:")
+            host_port, _, container = rest.partition(":")
+        else:
+            parts = spec.split(":")
+            if len(parts) == 3:
+                ip, host_port, container = parts
+            elif len(parts) == 2:
+                ip, (host_port, container) = "", parts
+            else:
+                ip, host_port, container = "", "", parts[0]
+        out.append((ip, host_port, container))
+    return out
+
+
+def gateway_mounts(service: dict) -> list[tuple[str, str]]:
+    """(source, target) of each volume entry."""
+    out = []
+    for entry in service.get("volumes", []):
+        if isinstance(entry, dict):
+            out.append((str(entry.get("source", "")), str(entry.get("target", ""))))
+        else:
+            source, _, rest = str(entry).partition(":")
+            out.append((source, rest.split(":")[0]))
+    return out
+
+
+def env_files(service: dict) -> list[str]:
+    value = service.get("env_file", [])
+    items = value if isinstance(value, list) else [value]
+    return [i["path"] if isinstance(i, dict) else str(i) for i in items]
+
+
+def option_value(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg[len(flag) + 1:]
+    return None
+
+
+@check("compose: service ximilar-gw keeps the card's container settings")
+def _compose_service():
+    svc = gateway()
+    expect(svc.get("build") in (".", {"context": "."}), f"build should be '.', is {svc.get('build')!r}")
+    expect(svc.get("container_name") == SERVICE, f"container_name should be {SERVICE!r}")
+    expect(svc.get("restart") == "unless-stopped", f"restart should be unless-stopped, is {svc.get('restart')!r}")
+    expect(env_files(svc) == [".env"], f"env_file should be .env, is {env_files(svc)}")
+
+
+@check("compose: publishes 10.1.0.12:8001 by default, overridable by XGW_BIND/XGW_PORT")
+def _compose_ports():
+    default = published_ports(gateway())
+    expect(len(default) == 1, f"expected one published port, found {default}")
+    expect(":".join(default[0]) == DEFAULT_PUBLISH, f"default publish is {':'.join(default[0])!r}, want {DEFAULT_PUBLISH!r}")
+    moved = published_ports(gateway({"XGW_BIND": "127.0.0.1", "XGW_PORT": "18001"}))
+    expect(":".join(moved[0]) == "127.0.0.1:18001:8001", f"XGW_BIND/XGW_PORT do not move the port: {moved}")
+    for ip, _, _ in default + moved:
+        expect(ip not in ("", "0.0.0.0", "::"), "a port is published on every interface")
+
+
+@check("compose: 2G memory limit")
+def _compose_memory():
+    limit = gateway().get("deploy", {}).get("resources", {}).get("limits", {}).get("memory")
+    expect(limit is not None, "deploy.resources.limits.memory is not set")
+    expect(memory_bytes(limit) == MEMORY_LIMIT, f"memory limit is {limit!r}, want 2G")
+
+
+@check("compose: a named volume holds the state directory the image and runtime config use")
+def _compose_state_volume():
+    doc, svc = compose(), gateway()
+    state_dir = dockerfile_state_dir()
+    named = set((doc.get("volumes") or {}).keys())
+    sources = [s for s, t in gateway_mounts(svc) if t.rstrip("/") == state_dir]
+    expect(sources, f"no volume is mounted at {state_dir}")
+    expect(sources[0] in named, f"{sources[0]!r} mounted at {state_dir} is not a named volume of the file")
+    # runtime-config.toml's SQLite stores must land inside it (paths are relative to
+    # the runtime config file, which sits in the working directory).
+    workdir = final_workdir()
+    for label, store in load_toml("runtime-config.toml").get("key_value_store", {}).items():
+        if store.get("type") == "spin" and "path" in store:
+            path = PurePosixPath(workdir, store["path"])
+            expect(str(path).startswith(state_dir + "/"), f"key_value_store.{label} at {path} is outside the volume")
+
+
+@check("compose: optional redis service under profile 'redis', matching runtime-config.redis.toml")
+def _compose_redis():
+    services = compose()["services"]
+    redis = {name: s for name, s in services.items() if "redis" in (s.get("profiles") or [])}
+    expect(redis, "no service has the profile 'redis'")
+    expect(not (gateway().get("profiles")), "the gateway itself must not be behind a profile")
+    for name, svc in redis.items():
+        expect(str(svc.get("image", "")).startswith("redis:"), f"service {name!r} is not a Redis image")
+    depends = gateway().get("depends_on") or {}
+    if isinstance(depends, dict):
+        for name in redis:
+            if name in depends:
+                expect(depends[name].get("required") is False, f"depends_on {name!r} must be required: false (profile off)")
+    else:
+        expect(not set(depends) & set(redis), "a plain depends_on on a profiled service stops the default setup")
+    for label, store in load_toml("runtime-config.redis.toml").get("key_value_store", {}).items():
+        url = urlsplit(store.get("url", ""))
+        expect(url.hostname in redis and (url.port or 6379) == 6379, f"key_value_store.{label} url {store.get('url')!r} is not the redis service")
+
+
+@check("compose: command is the image's CMD; XGW_RUNTIME_CONFIG picks a runtime config in the image")
+def _compose_command():
+    image_argv = final_argv()
+    default = gateway().get("command")
+    if default is not None:
+        expect(isinstance(default, list), "command should be a list (exec form: the image needs no shell)")
+        expect(SPIN_IMAGE_ENTRYPOINT_OR_OWN() + default == image_argv, f"command {default} differs from the image's CMD {image_argv[1:]}")
+    redis = gateway({"XGW_RUNTIME_CONFIG": "runtime-config.redis.toml"}).get("command") or []
+    expect(option_value(redis, "--runtime-config-file") == "runtime-config.redis.toml", "XGW_RUNTIME_CONFIG does not reach --runtime-config-file")
+    copied = final_copied_files()
+    for name in RUNTIME_CONFIGS:
+        expect(name in copied, f"the image does not contain {name}")
+
+
+# ----------------------------------------------------------------------------- Dockerfile
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    if "dockerfile" not in _cache:
+        out, buf = [], ""
+        for raw in read("Dockerfile").splitlines():
+            stripped = raw.strip()
+            if stripped.startswith("#") or (not stripped and buf):
+                continue  # comments (also inside continuations) and blank continuation lines
+            if not stripped:
+                continue
+            if stripped.endswith("\\"):
+                buf += stripped[:-1] + " "
+                continue
+            line = (buf + stripped).strip()
+            buf = ""
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+        expect(not buf, "Dockerfile ends inside a line continuation")
+        _cache["dockerfile"] = out
+    return _cache["dockerfile"]
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((keyword, rest))
+    expect(result, "Dockerfile has no FROM")
+    return result
+
+
+def final_stage() -> list[tuple[str, str]]:
+    return stages()[-1]
+
+
+def from_image(rest: str) -> tuple[str, str | None]:
+    words = [w for w in rest.split() if not w.startswith("--")]
+    alias = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+    return words[0], alias
+
+
+def exec_form(rest: str) -> list[str]:
+    if rest.startswith("["):
+        try:
+            argv = json.loads(rest)
+        except json.JSONDecodeError as e:
+            raise Failure(f"bad exec form {rest!r}: {e}")
+        expect(isinstance(argv, list) and all(isinstance(a, str) for a in argv), f"bad exec form {rest!r}")
+        return argv
+    return ["/bin/sh", "-c", rest]
+
+
+def last(stage, keyword: str) -> str | None:
+    values = [rest for k, rest in stage if k == keyword]
+    return values[-1] if values else None
+
+
+def SPIN_IMAGE_ENTRYPOINT_OR_OWN() -> list[str]:
+    own = last(final_stage(), "ENTRYPOINT")
+    return exec_form(own) if own is not None else list(SPIN_IMAGE_ENTRYPOINT)
+
+
+def final_argv() -> list[str]:
+    entrypoint = SPIN_IMAGE_ENTRYPOINT_OR_OWN()
+    cmd = last(final_stage(), "CMD")
+    expect(cmd is not None, "the final stage has no CMD")
+    if entrypoint[:2] == ["/bin/sh", "-c"]:
+        return entrypoint  # shell-form ENTRYPOINT ignores CMD
+    return entrypoint + exec_form(cmd)
+
+
+def final_workdir() -> str:
+    workdir = "/"
+    for keyword, rest in final_stage():
+        if keyword == "WORKDIR":
+            workdir = str(PurePosixPath(workdir, rest.strip()))
+    return workdir
+
+
+def final_copies() -> list[tuple[dict, list[str], str]]:
+    """(flags, sources, absolute destination) of each COPY/ADD of the final stage."""
+    out, workdir = [], "/"
+    for keyword, rest in final_stage():
+        if keyword == "WORKDIR":
+            workdir = str(PurePosixPath(workdir, rest.strip()))
+        if keyword not in ("COPY", "ADD"):
+            continue
+        words = rest.split()
+        flags = {}
+        while words and words[0].startswith("--"):
+            name, _, value = words.pop(0)[2:].partition("=")
+            flags[name] = value
+        if words and words[0].startswith("["):
+            words = json.loads(" ".join(words))
+        expect(len(words) >= 2, f"cannot read {keyword} {rest!r}")
+        dest = words[-1]
+        absolute = str(PurePosixPath(workdir, dest)) + ("/" if dest.endswith("/") or dest in (".", "./") else "")
+        out.append((flags, words[:-1], absolute))
+    return out
+
+
+def final_copied_files() -> dict[str, str]:
+    """Build-context files copied into the final stage, by name, with their destination."""
+    files = {}
+    for flags, sources, dest in final_copies():
+        if "from" in flags:
+            continue
+        for source in sources:
+            name = PurePosixPath(source).name
+            files[name] = str(PurePosixPath(dest, name)) if dest.endswith("/") else dest
+    return files
+
+
+def dockerfile_state_dir() -> str:
+    workdir = final_workdir()
+    state = str(PurePosixPath(workdir, ".spin"))
+    runs = " ".join(rest for k, rest in final_stage() if k == "RUN")
+    expect(re.search(r"mkdir\b[^&;]*" + re.escape(state), runs), f"the final stage does not create {state}")
+    expect(re.search(r"chown\b[^&;]*" + re.escape(state), runs), f"the final stage does not give {state} to the user")
+    return state
+
+
+@check("Dockerfile: final stage is FROM ghcr.io/spinframework/spin:v4.0.2")
+def _docker_from():
+    image, _ = from_image(final_stage()[0][1])
+    expect(image == SPIN_IMAGE, f"final FROM is {image!r}, want {SPIN_IMAGE!r}")
+    expect(len(stages()) >= 2, "expected a multi-stage build (a Rust stage, then Spin)")
+    first, _ = from_image(stages()[0][0][1])
+    expect(first.split(":")[0].split("/")[-1] == "rust", f"the build stage should use the official rust image, uses {first!r}")
+
+
+@check("Dockerfile: runs spin up --listen 0.0.0.0:8001 --runtime-config-file <a copied config>")
+def _docker_cmd():
+    argv = final_argv()
+    expect(PurePosixPath(argv[0]).name == "spin" and argv[1:2] == ["up"], f"the image runs {argv}, not `spin up`")
+    expect(option_value(argv, "--listen") == CONTAINER_LISTEN, f"--listen is {option_value(argv, '--listen')!r}")
+    config = option_value(argv, "--runtime-config-file")
+    expect(config, "no --runtime-config-file")
+    copied = final_copied_files()
+    expect(PurePosixPath(config).name in copied, f"{config} is not copied into the image")
+    expect(copied[PurePosixPath(config).name] == str(PurePosixPath(final_workdir(), config)), f"{config} is not where spin up looks")
+
+
+@check("Dockerfile: the image holds spin.toml and every component at the path spin.toml names")
+def _docker_components():
+    workdir = final_workdir()
+    copied = final_copied_files()
+    expect(copied.get("spin.toml") == str(PurePosixPath(workdir, "spin.toml")), "spin.toml is not copied into the working directory")
+    build_runs = " ".join(rest for stage in stages()[:-1] for k, rest in stage if k == "RUN")
+    target_copies = [dest for flags, _, dest in final_copies() if "from" in flags and dest.rstrip("/") == str(PurePosixPath(workdir, "target"))]
+    expect(target_copies, f"no COPY --from=... puts the build output at {workdir}/target/")
+    for name, component in manifest_components().items():
+        source = component.get("source", "")
+        expect(source == f"target/wasm32-wasip2/release/{name}.wasm", f"component {name}: unexpected source {source!r}")
+        expect(re.search(rf"-p {re.escape(name)}\b", build_runs), f"the build stage does not build -p {name}")
+    expect("--target wasm32-wasip2" in build_runs and "--release" in build_runs, "the build stage is not a wasm32-wasip2 release build")
+
+
+@check("Dockerfile: EXPOSE 8001, HEALTHCHECK with a probe that is in the image, non-root USER")
+def _docker_runtime():
+    stage = final_stage()
+    exposed = {p.split("/")[0] for k, rest in stage if k == "EXPOSE" for p in rest.split()}
+    expect("8001" in exposed, f"EXPOSE 8001 missing (exposes {sorted(exposed)})")
+    health = last(stage, "HEALTHCHECK")
+    expect(health and health.split()[0].upper() != "NONE", "no HEALTHCHECK")
+    m = re.search(r"(?:^|\s)CMD\s+(.*)$", health)
+    expect(m, f"cannot read HEALTHCHECK {health!r}")
+    probe = exec_form(m.group(1).strip())
+    if probe[:2] != ["/bin/sh", "-c"]:
+        installed = {dest for _, _, dest in final_copies()}
+        expect(probe[0] in installed, f"the HEALTHCHECK runs {probe[0]}, which no COPY installs")
+    expect("8001" in " ".join(probe), "the HEALTHCHECK does not probe port 8001")
+    user = last(stage, "USER")
+    expect(user, "the final stage has no USER (it would run as root)")
+    expect(user.split(":")[0] not in ("root", "0"), f"USER {user} is root")
+
+
+@check("Dockerfile: README.md names the same image and port")
+def _readme():
+    text = read("README.md")
+    expect(SPIN_IMAGE in text, f"README.md does not mention {SPIN_IMAGE}")
+    expect("8001" in text, "README.md does not mention port 8001")
+
+
+@check(".dockerignore keeps secrets and build output out of the context")
+def _dockerignore():
+    patterns = {line.strip().rstrip("/") for line in read(".dockerignore").splitlines() if line.strip() and not line.startswith("#")}
+    for needed in (".env", "target", ".git", ".spin"):
+        expect(needed in patterns, f".dockerignore does not exclude {needed}")
+
+
+# ----------------------------------------------------------------------------- runtime config
+
+
+def typed_entry(where: str, entry, kinds: dict, errors: list[str]) -> None:
+    if not isinstance(entry, dict):
+        errors.append(f"{where}: not a table")
+        return
+    kind = entry.get("type")
+    if kind not in kinds:
+        errors.append(f"{where}: type {kind!r} is not one of {sorted(kinds)}")
+        return
+    fields_ok(where, {k: v for k, v in entry.items() if k != "type"}, kinds[kind], errors)
+
+
+def fields_ok(where: str, table: dict, spec: tuple[set, set], errors: list[str]) -> None:
+    required, optional = spec
+    for key in table:
+        if key not in required | optional:
+            errors.append(f"{where}: unknown field {key!r}")
+    for key in required - set(table):
+        errors.append(f"{where}: missing field {key!r}")
+
+
+def runtime_config_errors(config: dict) -> list[str]:
+    errors: list[str] = []
+    for key, value in config.items():
+        if key not in TOP_LEVEL_KEYS:
+            errors.append(f"unknown top-level key {key!r} (Spin 4.0.2 refuses to start)")
+        elif key in TOP_LEVEL_SCALARS:
+            if not isinstance(value, TOP_LEVEL_SCALARS[key]) or isinstance(value, bool):
+                errors.append(f"{key} should be a {TOP_LEVEL_SCALARS[key].__name__}")
+        elif key in ("variables_provider", "config_provider"):
+            if not isinstance(value, list):
+                errors.append(f"{key} should be an array of tables ([[{key}]])")
+            else:
+                for i, entry in enumerate(value):
+                    typed_entry(f"{key}[{i}]", entry, VARIABLE_PROVIDERS, errors)
+        elif key in ("key_value_store", "sqlite_database"):
+            kinds = KEY_VALUE_STORES if key == "key_value_store" else SQLITE_DATABASES
+            if not isinstance(value, dict):
+                errors.append(f"{key} should be a table of labels")
+            else:
+                for label, entry in value.items():
+                    typed_entry(f"{key}.{label}", entry, kinds, errors)
+        elif key == "llm_compute":
+            typed_entry(key, value, LLM_COMPUTE, errors)
+        elif key == "client_tls":
+            for i, entry in enumerate(value if isinstance(value, list) else [None]):
+                if isinstance(entry, dict):
+                    fields_ok(f"client_tls[{i}]", entry, CLIENT_TLS, errors)
+                else:
+                    errors.append("client_tls should be an array of tables")
+        elif key in PLAIN_TABLES:
+            if isinstance(value, dict):
+                fields_ok(key, value, PLAIN_TABLES[key], errors)
+            else:
+                errors.append(f"{key} should be a table")
+    return errors
+
+
+def check_runtime_config(rel: str) -> None:
+    config = load_toml(rel)
+    errors = runtime_config_errors(config)
+    expect(not errors, f"{rel}: " + "; ".join(errors))
+    defined = set(config.get("key_value_store", {})) | IMPLICIT_KEY_VALUE_LABELS
+    missing = sorted(manifest_kv_labels() - defined)
+    expect(not missing, f"{rel}: key-value stores used in spin.toml but not defined: {missing}")
+    env = [p for p in config.get("variables_provider", []) if p.get("type") == "env"]
+    expect(env and env[0].get("prefix") == "XIMILAR", f"{rel}: no env variables provider with prefix XIMILAR (.env uses XIMILAR_<NAME>)")
+
+
+@check("runtime-config.toml: only keys Spin 4.0.2 accepts; every store spin.toml uses is defined")
+def _runtime_config():
+    check_runtime_config("runtime-config.toml")
+
+
+@check("runtime-config.redis.toml: only keys Spin 4.0.2 accepts; every store is Redis")
+def _runtime_config_redis():
+    check_runtime_config("runtime-config.redis.toml")
+    for label in manifest_kv_labels():
+        store = load_toml("runtime-config.redis.toml")["key_value_store"][label]
+        expect(store["type"] == "redis" and store["url"].startswith("redis://"), f"key_value_store.{label} is not a redis:// store")
+
+
+@check("runtime config validator refuses what Spin refuses (self-test)")
+def _validator_self_test():
+    bad = {
+        "key_value_store": {"cache": {"type": "redis", "uri": "redis://x"}, "m": {"type": "memcached"}},
+        "variables_provider": [{"type": "env", "prefix": "X", "dotenv": ".env"}],
+        "state_dir": 3,
+        "listen": "0.0.0.0:80",
+    }
+    errors = " | ".join(runtime_config_errors(bad))
+    for needle in ("unknown field 'uri'", "missing field 'url'", "type 'memcached'", "unknown field 'dotenv'", "state_dir should be", "'listen'"):
+        expect(needle in errors, f"the validator misses {needle!r}: {errors}")
+    expect(not runtime_config_errors({"state_dir": "", "log_dir": "/l", "max_instance_memory": 1 << 30}), "the validator refuses valid scalars")
+
+
+# ----------------------------------------------------------------------------- .env.example
+
+
+def card_variables() -> tuple[list[str], str]:
+    candidates = sorted((ROOT.parent / "shared" / "seed").glob("*.txt")) if (ROOT.parent / "shared" / "seed").is_dir() else []
+    for card in candidates:
+        text = card.read_text(encoding="utf-8", errors="replace")
+        m = re.search(r"```env\n(.*?)```", text, re.S)
+        if m and "XIMILAR_API_TOKEN" in m.group(1):
+            names = re.findall(r"^([A-Z][A-Z0-9_]*)=", m.group(1), re.M)
+            return names, str(card.relative_to(ROOT.parent))
+    return CARD_VARIABLES_FALLBACK, "built-in list (server card not found beside the repository)"
+
+
+@check(".env.example: every spin.toml variable as XIMILAR_<NAME>, and the card's names")
+def _env_example():
+    text = read(".env.example")
+    missing = [
+        f"XIMILAR_{name.upper()}"
+        for name in manifest_variables()
+        if not re.search(rf"^\s*#?\s*XIMILAR_{name.upper()}=", text, re.M)
+    ]
+    expect(not missing, f".env.example lacks {missing}")
+    names, source = card_variables()
+    absent = []
+    for name in names:
+        if name.startswith("XIMILAR_"):
+            if not re.search(rf"^\s*#?\s*{name}=", text, re.M):
+                absent.append(name)
+        elif not re.search(rf"\b{name}\b", text):
+            absent.append(name)
+    expect(not absent, f".env.example does not mention the card's {absent} ({source})")
+
+
+# ----------------------------------------------------------------------------- Prometheus
+
+PROMQL_WORDS = {
+    "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "group",
+    "count_values", "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
+    "unless", "bool", "offset", "rate", "irate", "increase", "delta", "idelta", "deriv", "changes",
+    "resets", "histogram_quantile", "absent", "absent_over_time", "avg_over_time", "max_over_time",
+    "min_over_time", "sum_over_time", "count_over_time", "last_over_time", "clamp_min", "clamp_max",
+    "abs", "ceil", "floor", "round", "scalar", "vector", "time", "timestamp", "label_replace",
+    "label_join", "predict_linear", "sort", "sort_desc", "inf", "nan",
+}
+
+
+def exposed_metric_names() -> set[str]:
+    text = read("src/metrics.rs")
+    names = set(re.findall(r'pub const [A-Z_]+: &str = "([a-z_:][a-z0-9_:]*)";', text))
+    expect(names, "no metric names found in src/metrics.rs (pub const X: &str = \"...\")")
+    series = set(names)
+    for name in names:
+        series |= {name + "_bucket", name + "_sum", name + "_count"}
+    return series | {"up"}
+
+
+def expr_metric_names(expr: str) -> set[str]:
+    cleaned = re.sub(r'"[^"]*"', "", expr)
+    cleaned = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", cleaned)
+    cleaned = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", cleaned)
+    tokens = re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", cleaned)
+    return {t for t in tokens if t not in PROMQL_WORDS and not re.fullmatch(r"\d+[smhdwy]", t)}
+
+
+def alert_rules() -> list[dict]:
+    doc = load_yaml("deploy/prometheus/alerts.yml")
+    return [r for g in doc.get("groups", []) for r in g.get("rules", []) if "alert" in r]
+
+
+@check("alerts.yml: the required alerts, on series the gateway exposes")
+def _alerts_content():
+    rules = alert_rules()
+    expect(rules, "deploy/prometheus/alerts.yml has no alert rules")
+    exprs = {r["alert"]: " ".join(str(r["expr"]).split()) for r in rules}
+    wanted = {
+        "gateway down": r"\bup\{[^}]*\}\s*==\s*0",
+        "5xx ratio": r'http_requests_total\{[^}]*status="5xx"',
+        "Ximilar unreachable": r"ximilar_reachable(\{[^}]*\})?\s*==\s*0",
+        "retry rate": r"ximilar_retries_total",
+        "p99 latency": r"histogram_quantile\(0\.99,.*by \(le, handler\).*http_request_duration_seconds_bucket",
+        "cache hit ratio": r"gateway_cache_hits_total.*gateway_cache_misses_total",
+    }
+    for what, pattern in wanted.items():
+        expect(any(re.search(pattern, e) for e in exprs.values()), f"no alert for {what} (/{pattern}/)")
+    known = exposed_metric_names()
+    for name, expr in exprs.items():
+        unknown = expr_metric_names(expr) - known
+        expect(not unknown, f"alert {name} uses series the gateway does not expose: {sorted(unknown)}")
+    for rule in rules:
+        expect(rule.get("labels", {}).get("severity"), f"alert {rule['alert']} has no severity")
+        expect(rule.get("annotations", {}).get("summary"), f"alert {rule['alert']} has no summary")
+        expect('job="ximilar-gw"' in exprs[rule["alert"]], f"alert {rule['alert']} is not limited to job=\"ximilar-gw\"")
+
+
+@check("prometheus.yml: scrapes 10.1.0.12:8001/metrics as job ximilar-gw and loads alerts.yml")
+def _prometheus_config():
+    doc = load_yaml("deploy/prometheus/prometheus.yml")
+    jobs = {j.get("job_name"): j for j in doc.get("scrape_configs", [])}
+    expect(SERVICE in jobs, "no scrape job 'ximilar-gw' (the alert rules select job=\"ximilar-gw\")")
+    job = jobs[SERVICE]
+    expect(job.get("metrics_path", "/metrics") == "/metrics", "the job does not scrape /metrics")
+    targets = [t for sc in job.get("static_configs", []) for t in sc.get("targets", [])]
+    expect("10.1.0.12:8001" in targets, f"the job's targets are {targets}")
+    expect("alerts.yml" in doc.get("rule_files", []), "rule_files does not load alerts.yml")
+
+
+def promtool(*args: str) -> None:
+    exe = shutil.which("promtool")
+    if exe is None:
+        message = "promtool is not on PATH (apt-get install -y prometheus)"
+        if IN_CI:
+            raise Failure(message)
+        raise Skip(message)
+    run = subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    expect(run.returncode == 0, f"promtool {' '.join(args)} failed:\n{run.stdout}{run.stderr}")
+
+
+@check("promtool check rules deploy/prometheus/alerts.yml")
+def _promtool_rules():
+    promtool("check", "rules", "deploy/prometheus/alerts.yml")
+
+
+@check("promtool check config deploy/prometheus/prometheus.yml")
+def _promtool_config():
+    promtool("check", "config", "deploy/prometheus/prometheus.yml")
+
+
+@check("promtool test rules deploy/prometheus/alerts.test.yml")
+def _promtool_tests():
+    promtool("test", "rules", "deploy/prometheus/alerts.test.yml")
+
+
+# ----------------------------------------------------------------------------- Kubernetes
+
+
+def kube_objects() -> list[dict]:
+    directory = ROOT / "deploy" / "kubernetes"
+    expect(directory.is_dir(), "deploy/kubernetes is missing")
+    objects = []
+    for path in sorted(directory.glob("*.yaml")):
+        objects += [d for d in load_yaml_docs(str(path.relative_to(ROOT))) if isinstance(d, dict)]
+    return objects
+
+
+def kube(kind: str) -> list[dict]:
+    return [o for o in kube_objects() if o.get("kind") == kind]
+
+
+def spinapp() -> dict:
+    apps = kube("SpinApp")
+    expect(len(apps) == 1, f"expected one SpinApp, found {len(apps)}")
+    return apps[0]
+
+
+@check("kubernetes: SpinApp with 3 replicas on an executor that runs the Spin 4.0.2 CLI")
+def _kube_spinapp():
+    app = spinapp()
+    expect(app.get("apiVersion") == "core.spinkube.dev/v1alpha1", f"SpinApp apiVersion is {app.get('apiVersion')!r}")
+    spec = app.get("spec", {})
+    expect(spec.get("replicas") == 3, f"replicas is {spec.get('replicas')!r}, want 3")
+    expect(spec.get("image"), "SpinApp has no image")
+    executors = {e["metadata"]["name"]: e for e in kube("SpinAppExecutor")}
+    expect(spec.get("executor") in executors, f"executor {spec.get('executor')!r} is not defined in deploy/kubernetes")
+    executor = executors[spec["executor"]]
+    expect(executor.get("apiVersion") == "core.spinkube.dev/v1alpha1", "SpinAppExecutor apiVersion")
+    config = executor.get("spec", {})
+    expect(config.get("createDeployment") is True, "the executor must create the Deployment")
+    deployment = config.get("deploymentConfig", {})
+    expect(deployment.get("spinImage") == SPIN_IMAGE, f"spinImage is {deployment.get('spinImage')!r}, want {SPIN_IMAGE}")
+    expect("runtimeClassName" not in deployment, "runtimeClassName selects the shim, whose Spin cannot run these components")
+
+
+@check("kubernetes: cache and metrics in Redis; Redis Deployment and Service match")
+def _kube_redis():
+    spec = spinapp()["spec"]
+    runtime = spec.get("runtimeConfig", {})
+    expect(not runtime.get("loadFromSecret"), "expected runtimeConfig.keyValueStores, not loadFromSecret")
+    stores = {}
+    for store in runtime.get("keyValueStores", []):
+        options = {o["name"]: o.get("value") for o in store.get("options", [])}
+        stores[store["name"]] = {"type": store["type"], **options}
+    errors = runtime_config_errors({"key_value_store": stores})
+    expect(not errors, "; ".join(errors))
+    missing = sorted(manifest_kv_labels() - set(stores))
+    expect(not missing, f"stores used in spin.toml but not configured: {missing}")
+    services = {s["metadata"]["name"]: s for s in kube("Service")}
+    deployments = kube("Deployment")
+    for label, store in stores.items():
+        expect(store["type"] == "redis", f"store {label} is {store['type']}, not redis")
+        url = urlsplit(store.get("url") or "")
+        expect(url.hostname in services, f"store {label}: {url.hostname!r} is not a Service here")
+        service = services[url.hostname]
+        expect(any(p.get("port") == (url.port or 6379) for p in service["spec"].get("ports", [])), f"Service {url.hostname} has no port {url.port or 6379}")
+        selector = service["spec"].get("selector", {})
+        pods = [d for d in deployments if selector.items() <= d["spec"]["template"]["metadata"].get("labels", {}).items()]
+        expect(pods, f"Service {url.hostname} selects no Deployment")
+        images = [c["image"] for d in pods for c in d["spec"]["template"]["spec"]["containers"]]
+        expect(any(i.startswith("redis:") for i in images), f"Service {url.hostname} does not select Redis")
+
+
+@check("kubernetes: token and collection from a Secret; variables exist in spin.toml")
+def _kube_variables():
+    variables = spinapp()["spec"].get("variables", [])
+    declared = manifest_variables()
+    by_name = {v["name"]: v for v in variables}
+    unknown = sorted(set(by_name) - set(declared))
+    expect(not unknown, f"SpinApp variables not in spin.toml: {unknown}")
+    required = [n for n, v in declared.items() if v.get("required")]
+    expect(all(n in by_name for n in required), f"required variables missing from the SpinApp: {required}")
+    secrets = set()
+    for name, key in (("api_token", "XIMILAR_API_TOKEN"), ("collection_id", "XIMILAR_COLLECTION_ID")):
+        ref = (by_name.get(name, {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+        expect(ref.get("key") == key, f"variable {name} should come from secret key {key}, has {ref or by_name.get(name)}")
+        expect("value" not in by_name[name], f"variable {name} must not carry a literal value")
+        secrets.add(ref.get("name"))
+    expect(len(secrets) == 1, f"token and collection come from different Secrets: {secrets}")
+    examples = [s for s in kube("Secret") if s["metadata"]["name"] in secrets]
+    for secret in examples:
+        expect(set(secret.get("stringData", secret.get("data", {}))) >= {"XIMILAR_API_TOKEN", "XIMILAR_COLLECTION_ID"}, "the example Secret lacks a key")
+
+
+@check("kubernetes: kustomization resources exist; README says why not the shim")
+def _kube_files():
+    kustomization = load_yaml("deploy/kubernetes/kustomization.yaml")
+    for resource in kustomization.get("resources", []):
+        expect((ROOT / "deploy" / "kubernetes" / resource).is_file(), f"kustomization resource {resource} is missing")
+    expect(not any("secret" in r for r in kustomization.get("resources", [])), "the kustomization must not apply the example Secret")
+    readme = read("deploy/kubernetes/README.md")
+    expect("containerd-shim-spin" in readme and "4.0.2" in readme, "deploy/kubernetes/README.md does not explain the executor choice")
+
+
+# ----------------------------------------------------------------------------- healthcheck and docs
+
+
+@check("deploy/healthcheck: standalone crate; its tests pass (cargo test)")
+def _healthcheck():
+    cargo_toml = load_toml("deploy/healthcheck/Cargo.toml")
+    expect(cargo_toml.get("package", {}).get("name") == "healthcheck", "package name should be healthcheck")
+    expect("workspace" in cargo_toml, "deploy/healthcheck/Cargo.toml needs its own [workspace] table")
+    expect(not cargo_toml.get("dependencies"), "the probe should stay std-only")
+    exe = shutil.which("cargo")
+    if exe is None:
+        if IN_CI:
+            raise Failure("cargo is not on PATH")
+        raise Skip("cargo is not on PATH")
+    run = subprocess.run(
+        [exe, "test", "--quiet", "--locked", "--manifest-path", "deploy/healthcheck/Cargo.toml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    expect(run.returncode == 0, f"cargo test of deploy/healthcheck failed:\n{run.stdout[-3000:]}{run.stderr[-3000:]}")
+
+
+@check("docs/operations.md: names the volume, image and commands the files define")
+def _operations_doc():
+    text = read("docs/operations.md")
+    volume = (compose().get("volumes") or {}).get("state") or {}
+    name = volume.get("name") if isinstance(volume, dict) else None
+    expect(name and name in text, f"docs/operations.md does not name the state volume {name!r}")
+    for needle in (SPIN_IMAGE, "docker compose logs", "XGW_TAG=previous", "COMPOSE_PROFILES=redis",
+                   "XGW_RUNTIME_CONFIG=runtime-config.redis.toml", "WORKERS", "Retry-After"):
+        expect(needle in text, f"docs/operations.md does not mention {needle!r}")
+
+
+def main() -> int:
+    passed = failed = skipped = 0
+    for name, fn in CHECKS:
+        try:
+            fn()
+        except Skip as e:
+            skipped += 1
+            print(f"skip  {name}: {e}")
+        except Failure as e:
+            failed += 1
+            print(f"FAIL  {name}: {e}")
+        except Exception as e:  # a malformed file: report it, keep going
+            failed += 1
+            print(f"FAIL  {name}: {type(e).__name__}: {e}")
+        else:
+            passed += 1
+            print(f"ok    {name}")
+    if skipped:
+        print(f"({skipped} skipped: their tools are missing here; with CI=true that is a failure)")
+    print(f"deploy checks: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
