@@ -1,0 +1,140 @@
+//! The parts of a Spin runtime config file (`--runtime-config-file`) the test host honours:
+//! `[[variables_provider]]` (env and static) and the `[key_value_store.<label>]` labels.
+//! Every key-value store becomes an in-memory store here, whatever its `type`.
+
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::variables::Provider;
+
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    /// Configured providers, in file order (Spin's default provider is not included).
+    pub variable_providers: Vec<Provider>,
+    /// Key-value store labels declared in the file. `default` always exists besides these.
+    pub key_value_labels: Vec<String>,
+}
+
+impl RuntimeConfig {
+    pub fn load(path: &Path) -> Result<RuntimeConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read runtime config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid runtime config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<RuntimeConfig> {
+        let table: toml::Table = toml::from_str(text)?;
+        let mut config = RuntimeConfig::default();
+
+        let providers = table
+            .get("variables_provider")
+            .or_else(|| table.get("config_provider"));
+        if let Some(providers) = providers {
+            let Some(list) = providers.as_array() else {
+                bail!("variables_provider must be an array of tables ([[variables_provider]])");
+            };
+            for p in list {
+                config.variable_providers.push(parse_provider(p)?);
+            }
+        }
+
+        if let Some(stores) = table.get("key_value_store") {
+            let Some(stores) = stores.as_table() else {
+                bail!("key_value_store must be a table of labels");
+            };
+            for (label, store) in stores {
+                let kind = store
+                    .get("type")
+                    .and_then(toml::Value::as_str)
+                    .unwrap_or("");
+                if kind.is_empty() {
+                    bail!("key_value_store.{label} has no `type`");
+                }
+                config.key_value_labels.push(label.clone());
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn parse_provider(p: &toml::Value) -> Result<Provider> {
+    let kind = p.get("type").and_then(toml::Value::as_str).unwrap_or("");
+    match kind {
+        "env" => {
+            for key in p.as_table().into_iter().flat_map(|t| t.keys()) {
+                if !matches!(key.as_str(), "type" | "prefix" | "dotenv_path") {
+                    bail!("unknown field {key:?} in env variables provider");
+                }
+            }
+            let prefix = p
+                .get("prefix")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("SPIN_VARIABLE")
+                .to_string();
+            let dotenv_path = p
+                .get("dotenv_path")
+                .and_then(toml::Value::as_str)
+                .map(PathBuf::from);
+            Ok(Provider::Env {
+                prefix,
+                dotenv_path,
+            })
+        }
+        "static" => {
+            let values = p
+                .get("values")
+                .and_then(toml::Value::as_table)
+                .context("static variables provider needs `values`")?
+                .iter()
+                .map(|(k, v)| {
+                    let v = v
+                        .as_str()
+                        .with_context(|| format!("static value {k:?} must be a string"))?;
+                    Ok((k.clone(), v.to_string()))
+                })
+                .collect::<Result<HashMap<_, _>>>()?;
+            Ok(Provider::Static(values))
+        }
+        other => bail!(
+            "variables provider type {other:?} is not supported by the test host (env, static)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_projects_shape() {
+        let c = RuntimeConfig::parse(
+            r#"
+[[variables_provider]]
+type = "env"
+prefix = "XIMILAR"
+dotenv_path = ".env"
+[[variables_provider]]
+type = "static"
+values = { a = "1" }
+[key_value_store.cache]
+type = "spin"
+path = ".spin/cache.db"
+[key_value_store.metrics]
+type = "spin"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.key_value_labels, vec!["cache", "metrics"]);
+        assert!(
+            matches!(&c.variable_providers[0], Provider::Env { prefix, dotenv_path }
+            if prefix == "XIMILAR" && dotenv_path.as_deref() == Some(Path::new(".env")))
+        );
+        assert!(matches!(&c.variable_providers[1], Provider::Static(m) if m["a"] == "1"));
+    }
+
+    #[test]
+    fn unsupported_provider_is_an_error() {
+        assert!(RuntimeConfig::parse("[[variables_provider]]\ntype = \"vault\"\n").is_err());
+    }
+}

@@ -1,0 +1,728 @@
+//! Starting an app and serving HTTP the way Spin 4.0.2's HTTP trigger does.
+//!
+//! Per request: Spin's well-known paths, then routing (404 with an empty body when nothing
+//! matches), then the request goes to the component with Spin's `spin-*` headers added.
+//! WASIp3 instances are reused like Spin does (up to 128 requests each, 16 at a time, dropped
+//! after 1 s idle) through wasmtime-wasi-http's `ProxyHandler`, the same machinery Spin uses.
+//! A guest error or trap becomes a 500 with an empty body, as in Spin.
+
+use anyhow::{bail, Context as _, Result};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use wasmtime::component::{Accessor, Linker, ResourceTable};
+use wasmtime::Store;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::handler::{HandlerState, Proxy, ProxyHandler, ProxyPre, StoreBundle};
+use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::p3::{WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::WasiHttpCtx;
+
+use crate::kv::{KvAccess, KvHandle, KvHost, KvStores};
+use crate::logs::{CapturedOutput, LogSink, Stream};
+use crate::manifest::Manifest;
+use crate::outbound::{AllowedHosts, ConnectionPool, DeniedCall, OutboundLedger, OutboundPolicy};
+use crate::routing::{RouteMatch, Router};
+use crate::runtime_config::RuntimeConfig;
+use crate::variables::{
+    self, ComponentVariables, Environment, Provider, Template, VarsCtx, VarsHost,
+};
+use crate::{bindings, engine};
+
+/// How to start an app. Build it with `AppOptions::new(manifest)` or with
+/// `AppOptions { manifest, ..Default::default() }`.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Path of `spin.toml`.
+    pub manifest: PathBuf,
+    /// `--runtime-config-file`; `None` = only the `default` key-value store and Spin's
+    /// default variables provider.
+    pub runtime_config: Option<PathBuf>,
+    /// Explicit overrides, like `spin up --variable k=v` (highest precedence).
+    pub variables: HashMap<String, String>,
+    /// The environment the env variables providers read (serve mode passes the real one;
+    /// tests pass a map, so they are hermetic).
+    pub env: HashMap<String, String>,
+    /// Where to listen; tests use `127.0.0.1:0`.
+    pub listen: SocketAddr,
+    /// The directory relative `dotenv_path`s (and Spin's default `.env`) resolve against.
+    /// Spin uses its working directory; `None` = this process's working directory.
+    pub work_dir: Option<PathBuf>,
+    /// Also print component output to this process's stdout/stderr (serve mode).
+    pub echo_logs: bool,
+    /// Instance reuse, Spin 4.0.2's WASIp3 defaults unless changed.
+    pub reuse: InstanceReuse,
+}
+
+/// Spin's WASIp3 instance-reuse knobs (`spin up --max-instance-reuse-count` etc.).
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceReuse {
+    pub max_requests: usize,
+    pub max_concurrent: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Default for InstanceReuse {
+    fn default() -> Self {
+        InstanceReuse {
+            max_requests: 128,
+            max_concurrent: 16,
+            idle_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            manifest: PathBuf::from("spin.toml"),
+            runtime_config: None,
+            variables: HashMap::new(),
+            env: HashMap::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            work_dir: None,
+            echo_logs: false,
+            reuse: InstanceReuse::default(),
+        }
+    }
+}
+
+impl AppOptions {
+    pub fn new(manifest: impl Into<PathBuf>) -> AppOptions {
+        AppOptions {
+            manifest: manifest.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A running app. Dropping it stops accepting connections; `shutdown` also waits for that.
+pub struct RunningApp {
+    addr: SocketAddr,
+    app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningApp {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Outbound requests the component sent (allowed ones; denied ones are not sent).
+    pub fn outbound_calls(&self, component: &str) -> usize {
+        self.app.ledger.calls(component)
+    }
+
+    /// Outbound requests refused by `allowed_outbound_hosts`, all components together.
+    pub fn denied_calls(&self) -> usize {
+        self.app.ledger.denied().len()
+    }
+
+    /// The refused requests themselves (component and URL).
+    pub fn denied(&self) -> Vec<DeniedCall> {
+        self.app.ledger.denied()
+    }
+
+    /// A key-value store by label (`default` or a runtime-config label).
+    pub fn kv(&self, label: &str) -> Option<KvHandle> {
+        self.app.kv.handle(label)
+    }
+
+    /// Lines the components wrote to stderr, in order.
+    pub fn logs(&self) -> Vec<String> {
+        self.output(Stream::Stderr, None)
+    }
+
+    /// Waits until at least `count` stderr lines have been captured (or `timeout` passes) and
+    /// returns them: for output a component writes after its response has been sent.
+    pub async fn wait_for_logs(&self, count: usize, timeout: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let lines = self.logs();
+            if lines.len() >= count || tokio::time::Instant::now() >= deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Lines one component wrote to stderr.
+    pub fn component_logs(&self, component: &str) -> Vec<String> {
+        self.output(Stream::Stderr, Some(component))
+    }
+
+    /// Lines the components wrote to stdout.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.output(Stream::Stdout, None)
+    }
+
+    /// Forgets captured output.
+    pub fn clear_logs(&self) {
+        self.app.logs.clear();
+    }
+
+    /// Guest errors and traps (each of which became a 500), newest last.
+    pub fn errors(&self) -> Vec<String> {
+        self.app.errors.lock().unwrap().clone()
+    }
+
+    /// The resolved value of an application variable (what `{{ name }}` renders to).
+    pub fn variable(&self, name: &str) -> Option<String> {
+        self.app.variables.get(name).cloned()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    fn output(&self, stream: Stream, component: Option<&str>) -> Vec<String> {
+        self.app
+            .logs
+            .lines()
+            .into_iter()
+            .filter(|l| l.stream == stream && component.is_none_or(|c| &*l.component == c))
+            .map(|l| l.text)
+            .collect()
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Everything one running app shares between requests.
+struct App {
+    name: String,
+    router: Router,
+    components: HashMap<String, ProxyHandler<ComponentHost>>,
+    ledger: Arc<OutboundLedger>,
+    kv: Arc<KvStores>,
+    logs: Arc<LogSink>,
+    errors: Arc<Mutex<Vec<String>>>,
+    variables: HashMap<String, String>,
+}
+
+/// Loads the manifest and runtime config, resolves variables, compiles the components and
+/// starts serving. Fails (naming the problem) wherever `spin up` would fail to start.
+pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
+    let manifest = Manifest::load(&opts.manifest)?;
+    let runtime = match &opts.runtime_config {
+        Some(p) => RuntimeConfig::load(p)?,
+        None => RuntimeConfig::default(),
+    };
+    let work_dir = match &opts.work_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()?,
+    };
+
+    // Variables: --variable, the runtime config's providers, Spin's default, manifest defaults.
+    let mut providers = vec![Provider::Explicit(opts.variables.clone())];
+    providers.extend(runtime.variable_providers.iter().cloned());
+    providers.push(Provider::spin_default());
+    // Like Spin, explicit values for variables the manifest does not declare are ignored.
+    let env = Environment {
+        vars: &opts.env,
+        work_dir: &work_dir,
+    };
+    let app_values = variables::resolve_app_variables(&manifest.variables, &providers, &env)?;
+
+    let kv = Arc::new(KvStores::new(&runtime.key_value_labels));
+    let ledger = Arc::new(OutboundLedger::default());
+    let logs = LogSink::new(opts.echo_logs);
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let pool = Arc::new(ConnectionPool::default());
+    let engine = engine::engine();
+
+    let mut linker = Linker::<InstanceData>::new(engine);
+    link_host_interfaces(&mut linker)?;
+
+    // Only components that a route reaches are instantiated, like Spin's HTTP trigger.
+    let routed: HashSet<&str> = manifest
+        .http_triggers
+        .iter()
+        .map(|t| t.component.as_str())
+        .collect();
+    let mut components = HashMap::new();
+    for (id, decl) in manifest
+        .components
+        .iter()
+        .filter(|(id, _)| routed.contains(id.as_str()))
+    {
+        let id = id.as_str();
+        for label in &decl.key_value_stores {
+            if !kv.contains(label) {
+                bail!("unknown key_value_stores label {label:?} for component {id:?} (declare it in the runtime config)");
+            }
+        }
+        let allowed_entries = decl
+            .allowed_outbound_hosts
+            .iter()
+            .map(|e| Template::parse(e)?.render(&app_values))
+            .collect::<Result<Vec<_>>>()?;
+        let allowed = AllowedHosts::parse(&allowed_entries).with_context(|| {
+            format!("component {id:?}: invalid allowed_outbound_hosts {allowed_entries:?}")
+        })?;
+
+        let component = engine::load_component(id, &decl.source).await?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("component {id:?} imports something Spin 4.0.2 (and this host) does not provide"))?;
+        let service = ServicePre::new(pre).map_err(anyhow::Error::from).with_context(|| {
+            format!("component {id:?} does not export wasi:http/handler@0.3.0-rc-2026-03-15 (spin-sdk =6.0.0 #[http_service])")
+        })?;
+
+        let host = ComponentHost {
+            id: Arc::from(id),
+            vars: Arc::new(ComponentVariables::resolve(&manifest, id, &app_values)?),
+            policy: OutboundPolicy {
+                component: Arc::from(id),
+                allowed: Arc::new(allowed),
+                ledger: ledger.clone(),
+                pool: pool.clone(),
+            },
+            kv_allowed: Arc::new(decl.key_value_stores.iter().cloned().collect()),
+            kv: kv.clone(),
+            environment: decl.environment.clone(),
+            logs: logs.clone(),
+            errors: errors.clone(),
+            reuse: opts.reuse,
+        };
+        components.insert(
+            id.to_string(),
+            ProxyHandler::new(host, ProxyPre::P3(service)),
+        );
+    }
+
+    let router = Router::build(
+        manifest
+            .http_triggers
+            .iter()
+            .filter_map(|t| t.route.as_deref().map(|r| (r, t.component.as_str()))),
+    )?;
+
+    let app = Arc::new(App {
+        name: manifest.name.clone(),
+        router,
+        components,
+        ledger,
+        kv,
+        logs,
+        errors,
+        variables: app_values,
+    });
+
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let server = tokio::spawn(accept_loop(listener, app.clone(), stop_rx));
+    Ok(RunningApp {
+        addr,
+        app,
+        stop: Some(stop_tx),
+        server: Some(server),
+    })
+}
+
+/// The interfaces Spin 4.0.2 offers a WASIp3 HTTP component (the ones our world uses).
+fn link_host_interfaces(linker: &mut Linker<InstanceData>) -> Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi::p3::add_to_linker(linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(linker)?;
+    bindings::spin::variables::variables::add_to_linker::<_, VarsHost>(linker, |d| &mut d.vars)?;
+    bindings::spin::key_value::key_value::add_to_linker::<_, KvHost>(linker, |d| &mut d.kv)?;
+    bindings::wasi::keyvalue::store::add_to_linker::<_, KvHost>(linker, |d| &mut d.kv)?;
+    bindings::wasi::keyvalue::atomics::add_to_linker::<_, KvHost>(linker, |d| &mut d.kv)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-component state and per-instance store data
+
+/// What every instance of one component is created from.
+struct ComponentHost {
+    id: Arc<str>,
+    vars: Arc<ComponentVariables>,
+    policy: OutboundPolicy,
+    kv_allowed: Arc<HashSet<String>>,
+    kv: Arc<KvStores>,
+    environment: std::collections::BTreeMap<String, String>,
+    logs: Arc<LogSink>,
+    errors: Arc<Mutex<Vec<String>>>,
+    reuse: InstanceReuse,
+}
+
+/// The data of one wasmtime `Store` (one instance, possibly serving many requests).
+pub(crate) struct InstanceData {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: OutboundPolicy,
+    vars: VarsCtx,
+    kv: KvAccess,
+}
+
+impl WasiView for InstanceData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InstanceData {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl HandlerState for ComponentHost {
+    type StoreData = InstanceData;
+
+    fn new_store(&self, _req_id: Option<u64>) -> wasmtime::Result<StoreBundle<InstanceData>> {
+        let mut wasi = WasiCtxBuilder::new();
+        let output = |stream| CapturedOutput {
+            sink: self.logs.clone(),
+            component: self.id.clone(),
+            stream,
+        };
+        wasi.stdout(output(Stream::Stdout))
+            .stderr(output(Stream::Stderr));
+        for (k, v) in &self.environment {
+            wasi.env(k, v);
+        }
+        let data = InstanceData {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: self.policy.clone(),
+            vars: VarsCtx(self.vars.clone()),
+            kv: KvAccess {
+                allowed: self.kv_allowed.clone(),
+                stores: self.kv.clone(),
+                table: ResourceTable::new(),
+            },
+        };
+        Ok(StoreBundle {
+            store: Store::new(engine::engine(), data),
+            write_profile: Box::new(|_| {}),
+        })
+    }
+
+    fn request_timeout(&self) -> Duration {
+        // Spin sets no request timeout by default.
+        Duration::MAX
+    }
+
+    fn idle_instance_timeout(&self) -> Duration {
+        self.reuse.idle_timeout
+    }
+
+    fn max_instance_reuse_count(&self) -> usize {
+        self.reuse.max_requests.max(1)
+    }
+
+    fn max_instance_concurrent_reuse_count(&self) -> usize {
+        self.reuse.max_concurrent.max(1)
+    }
+
+    fn handle_worker_error(&self, error: wasmtime::Error) {
+        let msg = format!("component {:?}: instance failed: {error:#}", self.id);
+        report_error(&self.errors, &self.logs, msg);
+    }
+}
+
+fn report_error(errors: &Mutex<Vec<String>>, logs: &LogSink, msg: String) {
+    if logs.echoes() {
+        eprintln!("spin-test-host: {msg}");
+    }
+    errors.lock().unwrap().push(msg);
+}
+
+// ---------------------------------------------------------------------------------------
+// Serving
+
+type HostBody = UnsyncBoxBody<Bytes, ErrorCode>;
+type ServeBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stop: oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => {
+                let Ok((stream, client)) = accepted else { continue };
+                stream.set_nodelay(true).ok();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let app = app.clone();
+                        async move { Ok::<_, Infallible>(app.handle(req, client).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+impl App {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ServeBody> {
+        let path = req.uri().path().to_string();
+        if let Some(well_known) = path.strip_prefix("/.well-known/spin/") {
+            return match well_known {
+                "health" => text_response(StatusCode::OK, "OK"),
+                "info" => text_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "name": self.name, "host": "spin-test-host" }).to_string(),
+                ),
+                _ => empty_response(StatusCode::NOT_FOUND),
+            };
+        }
+        let Some(route) = self.router.route(&path) else {
+            return empty_response(StatusCode::NOT_FOUND);
+        };
+        let req = match prepare_request(req, &route, client) {
+            Ok(r) => r,
+            Err(e) => {
+                report_error(
+                    &self.errors,
+                    &self.logs,
+                    format!("bad request to {path}: {e:#}"),
+                );
+                return empty_response(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        };
+        let handler = &self.components[&route.component];
+        match call_component(handler, req).await {
+            Ok(resp) => resp.map(|b| {
+                b.map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(format!("{e:?}")))
+                    .boxed_unsync()
+            }),
+            Err(e) => {
+                report_error(
+                    &self.errors,
+                    &self.logs,
+                    format!("component {:?} failed on {path}: {e}", route.component),
+                );
+                empty_response(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+}
+
+/// Gives the request an absolute URI (Spin takes the authority from `Host`) and adds the
+/// `spin-*` headers Spin 4.0.2 adds for a WASIp3 component.
+fn prepare_request(
+    req: Request<Incoming>,
+    route: &RouteMatch,
+    client: SocketAddr,
+) -> Result<Request<HostBody>> {
+    let (mut parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .map(|h| h.to_str().map(str::to_string))
+        .transpose()
+        .context("'Host' header is not valid UTF-8")?
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .context("no 'Host' header present in request")?;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    parts.uri = http::Uri::builder()
+        .scheme("http")
+        .authority(host.as_str())
+        .path_and_query(path_and_query.as_str())
+        .build()
+        .context("'Host' header contains an invalid authority")?;
+
+    let matched_route = route
+        .raw_route
+        .strip_suffix('/')
+        .filter(|r| !r.is_empty())
+        .unwrap_or(&route.raw_route);
+    let mut spin_headers = vec![
+        ("spin-path-info".to_string(), route.path_info.clone()),
+        (
+            "spin-full-url".to_string(),
+            format!("http://{host}{path_and_query}"),
+        ),
+        ("spin-matched-route".to_string(), matched_route.to_string()),
+        ("spin-base-path".to_string(), "/".to_string()),
+        (
+            "spin-raw-component-route".to_string(),
+            route.raw_route.clone(),
+        ),
+        (
+            "spin-component-route".to_string(),
+            route.component_route.clone(),
+        ),
+        ("spin-client-addr".to_string(), client.to_string()),
+    ];
+    for (name, value) in &route.captures {
+        spin_headers.push((
+            format!("spin-path-match-{}", name.to_ascii_lowercase()),
+            value.clone(),
+        ));
+    }
+    for (name, value) in spin_headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            parts.headers.insert(n, v);
+        }
+    }
+    let body = body
+        .map_err(ErrorCode::from_hyper_request_error)
+        .boxed_unsync();
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Runs one request through an instance of the component and returns its response, whose
+/// body keeps the instance's task alive until hyper has read it all.
+async fn call_component(
+    handler: &ProxyHandler<ComponentHost>,
+    req: Request<HostBody>,
+) -> Result<Response<HostBody>, String> {
+    let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(req);
+    let (tx, rx) = oneshot::channel::<Result<Response<HostBody>, String>>();
+    handler.spawn(
+        None,
+        Box::new(move |store: &Accessor<InstanceData>, proxy: &Proxy| {
+            Box::pin(async move {
+                let Proxy::P3(service) = proxy else {
+                    let _ = tx.send(Err("not a WASIp3 component".into()));
+                    return;
+                };
+                let result = async {
+                    let response = service.handle(store, request).await?;
+                    let response = match response {
+                        Ok(r) => r,
+                        Err(code) => wasmtime::bail!("the component returned error code {code:?}"),
+                    };
+                    store.with(|mut s| response.into_http(&mut s, request_io))
+                }
+                .await;
+                match result {
+                    Ok(response) => {
+                        let (done_tx, done_rx) = oneshot::channel();
+                        let response = response.map(|body| {
+                            NotifyOnDrop {
+                                body,
+                                done: Some(done_tx),
+                            }
+                            .boxed_unsync()
+                        });
+                        if tx.send(Ok(response)).is_ok() {
+                            // Keep the instance's event loop running until the body is read,
+                            // or the guest could not finish writing it.
+                            let _ = done_rx.await;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("{e:#}")));
+                    }
+                }
+            })
+        }),
+    );
+    rx.await.map_err(|_| {
+        "the instance stopped before answering (trap or instance failure)".to_string()
+    })?
+}
+
+/// A body that signals when it is dropped (fully read, or abandoned by the client).
+struct NotifyOnDrop {
+    body: HostBody,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl http_body::Body for NotifyOnDrop {
+    type Data = Bytes;
+    type Error = ErrorCode;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, ErrorCode>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+fn empty_response(status: StatusCode) -> Response<ServeBody> {
+    let mut r = Response::new(
+        Empty::new()
+            .map_err(|e: Infallible| match e {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r
+}
+
+fn text_response(status: StatusCode, text: &str) -> Response<ServeBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(text.to_string()))
+            .map_err(|e: Infallible| match e {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r
+}

@@ -1,0 +1,130 @@
+//! The crop-aware cache (issue 5), asserted by exact upstream call counts.
+
+use crate::common::*;
+use serde_json::json;
+use spin_test_host::mock::Fault;
+use std::time::Duration;
+
+const PHOTO: &str = "https://shop.example/outfit.jpg?sig=abc";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn detect_then_tag_every_crop_costs_one_call() {
+    let gw = gateway(&[]).await;
+    let detect = gw.post("/detect", &json!({ "url": PHOTO }).to_string()).await;
+    assert_eq!(detect.header("x-cache"), Some("MISS"));
+    let items = detect.json()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3);
+    let mut types = Vec::new();
+    for item in &items {
+        let tag = gw.post("/tag", &json!({ "url": item["crop_url"] }).to_string()).await;
+        assert_eq!(tag.status, 200, "{}", tag.text());
+        assert_eq!(tag.header("x-cache"), Some("HIT"));
+        types.push(tag.json()["type"].as_str().unwrap().to_string());
+    }
+    assert_eq!(types, ["jackets", "jeans", "Footwear/Sneakers"]);
+    assert_eq!(gw.upstream_total(), 1, "one detect_tags call for the whole outfit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unseen_crop_is_tagged_through_detect_of_its_source() {
+    let gw = gateway(&[]).await;
+    // A crop close to (not exactly) the jacket's box, never detected here.
+    let crop = format!("{PHOTO}#xywh=215,345,490,775");
+    let tag = gw.post("/tag", &json!({ "url": crop }).to_string()).await;
+    assert_eq!(tag.status, 200, "{}", tag.text());
+    assert_eq!(tag.json()["type"], "jackets");
+    assert_eq!((gw.upstream(DETECT_PATH), gw.upstream(TAGS_PATH)), (1, 0));
+    // That detect also cached the other garments and the crop itself.
+    let again = gw.post("/tag", &json!({ "url": crop }).to_string()).await;
+    assert_eq!(again.header("x-cache"), Some("HIT"));
+    let jeans = gw.post("/tag", &json!({ "url": format!("{PHOTO}#xywh=260,1050,430,490") }).to_string()).await;
+    assert_eq!((jeans.json()["type"].as_str(), jeans.header("x-cache")), (Some("jeans"), Some("HIT")));
+    assert_eq!(gw.upstream_total(), 1);
+    // A crop where nothing was detected is 422, and says so.
+    let nothing = gw.post("/tag", &json!({ "url": format!("{PHOTO}#xywh=0,0,50,50") }).to_string()).await;
+    assert_eq!((nothing.status, nothing.code().as_str()), (422, "crop_not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_detect_twice_costs_one_call() {
+    let gw = gateway(&[]).await;
+    let first = gw.post("/detect", &json!({ "url": PHOTO }).to_string()).await;
+    // Same image, scheme and host in another case, default port spelt out.
+    let second = gw.post("/detect", r#"{"url": "HTTPS://Shop.Example:443/outfit.jpg?sig=abc"}"#).await;
+    assert_eq!((first.header("x-cache"), second.header("x-cache")), (Some("MISS"), Some("HIT")));
+    assert_eq!(first.json(), second.json());
+    assert_eq!(gw.upstream_total(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tag_and_search_repeats_are_free() {
+    let gw = gateway(&[]).await;
+    for _ in 0..3 {
+        assert_eq!(gw.post("/tag", r#"{"url": "https://shop.example/jeans.jpg"}"#).await.status, 200);
+        let search = gw.post("/search", r#"{"crop_url": "https://shop.example/jeans.jpg", "top_k": 3}"#).await;
+        assert_eq!(search.status, 200);
+    }
+    assert_eq!((gw.upstream(TAGS_PATH), gw.upstream(SEARCH_PATH)), (1, 1));
+    // A different top_k or category is a different question.
+    gw.post("/search", r#"{"crop_url": "https://shop.example/jeans.jpg", "top_k": 4}"#).await;
+    gw.post("/search", r#"{"crop_url": "https://shop.example/jeans.jpg", "top_k": 3, "category": "x"}"#).await;
+    assert_eq!(gw.upstream(SEARCH_PATH), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_expire_after_the_ttl() {
+    let gw = gateway(&[("cache_ttl_s", "1")]).await;
+    let body = json!({ "url": PHOTO }).to_string();
+    gw.post("/detect", &body).await;
+    assert_eq!(gw.post("/detect", &body).await.header("x-cache"), Some("HIT"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(gw.post("/detect", &body).await.header("x-cache"), Some("MISS"));
+    assert_eq!(gw.upstream_total(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ttl_zero_disables_all_caching() {
+    let gw = gateway(&[("cache_ttl_s", "0")]).await;
+    let body = json!({ "url": PHOTO }).to_string();
+    let first = gw.post("/detect", &body).await;
+    let second = gw.post("/detect", &body).await;
+    assert_eq!((first.header("x-cache"), second.header("x-cache")), (None, None));
+    let crop = first.json()["items"][0]["crop_url"].clone();
+    assert_eq!(gw.post("/tag", &json!({ "url": crop }).to_string()).await.status, 200);
+    assert_eq!(gw.upstream(DETECT_PATH), 3, "the crop's tag needed a detect of its own");
+    assert!(gw.app.kv("cache").unwrap().keys().is_empty(), "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_are_never_cached() {
+    let gw = gateway(&[("max_retries", "0")]).await;
+    let body = json!({ "url": PHOTO }).to_string();
+    gw.mock.push_fault_for(DETECT_PATH, Fault::Status(503));
+    assert_eq!(gw.post("/detect", &body).await.status, 503);
+    gw.mock.push_fault_for(DETECT_PATH, Fault::could_not_download());
+    assert_eq!(gw.post("/detect", &body).await.status, 422);
+    let ok = gw.post("/detect", &body).await;
+    assert_eq!((ok.status, ok.header("x-cache")), (200, Some("MISS")));
+    assert_eq!(gw.upstream_total(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn different_query_strings_are_different_keys() {
+    let gw = gateway(&[]).await;
+    gw.post("/detect", r#"{"url": "https://shop.example/outfit.jpg?sig=1"}"#).await;
+    gw.post("/detect", r#"{"url": "https://shop.example/outfit.jpg?sig=2"}"#).await;
+    gw.post("/detect", r#"{"url": "https://shop.example/outfit.jpg"}"#).await;
+    assert_eq!(gw.upstream_total(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_store_holds_entries_and_a_write_counter_only() {
+    let gw = gateway(&[]).await;
+    gw.post("/detect", &json!({ "url": PHOTO }).to_string()).await;
+    let kv = gw.app.kv("cache").unwrap();
+    let keys = kv.keys();
+    // 1 detect entry + 3 crop tag entries, and the sweep pacing counter.
+    assert_eq!(keys.iter().filter(|k| k.starts_with("v1:detect:")).count(), 1, "{keys:?}");
+    assert_eq!(keys.iter().filter(|k| k.starts_with("v1:tag:")).count(), 3, "{keys:?}");
+    assert_eq!(kv.get_counter("v1:writes"), Some(4));
+}

@@ -1,0 +1,174 @@
+//! The harness: the real spin.toml and runtime-config.toml, the built
+//! components, a mock Ximilar on loopback, and an HTTP/1.1 client that checks
+//! every answer for leaked secrets as it arrives.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+use spin_test_host::mock::{MockConfig, MockHandle, MockXimilar};
+use spin_test_host::{start_app, workspace_root, AppOptions, RunningApp};
+use std::io::Write;
+use std::time::Duration;
+
+/// Distinctive so any echo of them is caught.
+pub const TOKEN: &str = "tok-SECRET-e2e-7f3a9c";
+pub const COLLECTION: &str = "col-SECRET-e2e-91bc40";
+
+pub struct Gateway {
+    pub app: RunningApp,
+    pub mock: MockHandle,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The error `code` of a JSON error body (and that the body is exactly detail + code).
+    pub fn code(&self) -> String {
+        let v = self.json();
+        let obj = v.as_object().expect("error body is an object");
+        assert!(obj["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+        assert_eq!(obj.len(), 2, "error body has only detail and code: {v}");
+        obj["code"].as_str().unwrap().to_string()
+    }
+}
+
+/// A gateway on the real manifest, pointed at a fresh mock. `vars` override
+/// application variables (like `spin up --variable`). Backoff is shortened so
+/// retry tests are quick; the retry *count* rules are the production ones.
+pub async fn gateway(vars: &[(&str, &str)]) -> Gateway {
+    let mock = MockXimilar::start(MockConfig { token: TOKEN.into(), collection_id: COLLECTION.into(), ..Default::default() })
+        .await
+        .expect("mock starts");
+    let root = workspace_root();
+    let mut opts = AppOptions::new(root.join("spin.toml"));
+    opts.runtime_config = Some(root.join("runtime-config.toml"));
+    let defaults = [
+        ("api_url", mock.url()),
+        ("api_token", TOKEN.to_string()),
+        ("collection_id", COLLECTION.to_string()),
+        ("backoff_base_ms", "20".to_string()),
+        ("backoff_max_ms", "100".to_string()),
+    ];
+    for (k, v) in defaults {
+        opts.variables.insert(k.to_string(), v);
+    }
+    for (k, v) in vars {
+        opts.variables.insert(k.to_string(), v.to_string());
+    }
+    let app = start_app(opts).await.expect("app starts (are the components built? see README)");
+    Gateway { app, mock }
+}
+
+impl Gateway {
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        self.request("POST", path, &[("content-type", "application/json")], body.as_bytes()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, &[], b"").await
+    }
+
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let reply = send(&self.app.base_url(), method, path, headers, body).await;
+        assert_no_secret(&reply);
+        reply
+    }
+
+    /// Calls the mock received on `path` so far.
+    pub fn upstream(&self, path: &str) -> usize {
+        self.mock.calls_to(path).len()
+    }
+
+    pub fn upstream_total(&self) -> usize {
+        self.mock.calls().len()
+    }
+
+    /// Every log line the components wrote, checked for secrets.
+    pub fn logs(&self) -> Vec<String> {
+        let logs = self.app.logs();
+        for line in &logs {
+            assert!(!line.contains(TOKEN) && !line.contains(COLLECTION), "secret in a log line: {line}");
+        }
+        logs
+    }
+}
+
+pub const DETECT_PATH: &str = "/tagging/fashion/v2/detect_tags";
+pub const TAGS_PATH: &str = "/tagging/fashion/v2/tags";
+pub const SEARCH_PATH: &str = "/similarity/fashion-new/v2/visualKNN";
+pub const ACCOUNT_PATH: &str = "/account/v2/details/";
+
+pub async fn send(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let authority = base.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&authority).await.expect("connect to the gateway");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut builder = http::Request::builder().method(method).uri(path).header("host", &authority);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(60), sender.send_request(request))
+        .await
+        .expect("the gateway answers within 60 s")
+        .expect("a response");
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+    let reply = Reply { status, headers, body };
+    record(method, path, &reply);
+    reply
+}
+
+/// No answer may carry the token or the collection id, in a header or the body.
+pub fn assert_no_secret(reply: &Reply) {
+    for secret in [TOKEN, COLLECTION] {
+        assert!(!reply.text().contains(secret), "secret in a body: {}", reply.text());
+        for (k, v) in &reply.headers {
+            assert!(!v.contains(secret) && !k.contains(secret), "secret in header {k}");
+        }
+    }
+}
+
+/// Appends every answer to target/transcripts/e2e.txt for the leak sweep
+/// (scripts/leak_sweep.py), which also reads the schemathesis run's answers.
+fn record(method: &str, path: &str, reply: &Reply) {
+    let dir = workspace_root().join("target/transcripts");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("e2e.txt")) {
+        let mut text = format!("{method} {path} -> {}\n", reply.status);
+        for (k, v) in &reply.headers {
+            text.push_str(&format!("{k}: {v}\n"));
+        }
+        text.push_str(&reply.text());
+        text.push_str("\n\n");
+        let _ = file.write_all(text.as_bytes());
+    }
+}
+
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+    k.sort();
+    k
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests of the product: the built wasm components of spin.toml,
+//! hosted as Spin 4.0.2 hosts them (tests/host), against a mock Ximilar.
+//! Build the components first (scripts/test.sh does).
+
+mod common;
+
+mod cache;
+mod concurrency;
+mod contract;
+mod faults;
+mod imports;
+mod metrics;

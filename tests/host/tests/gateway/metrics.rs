@@ -1,0 +1,123 @@
+//! /metrics end to end (issue 4): counters add up across concurrent requests
+//! and pooled instances, histograms are cumulative, gauges settle, labels stay
+//! bounded. Also leaves a real scrape in target/metrics-sample.txt for
+//! `promtool check metrics` (scripts/test.sh).
+
+use crate::common::*;
+use serde_json::json;
+use spin_test_host::mock::Fault;
+use std::collections::BTreeMap;
+
+/// `name{labels}` → value, from the exposition text.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("series value");
+            (series.to_string(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+async fn scrape(gw: &Gateway) -> (String, BTreeMap<String, f64>) {
+    let reply = gw.get("/metrics").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = reply.text();
+    let parsed = samples(&text);
+    (text, parsed)
+}
+
+const DETECT_2XX: &str = r#"http_requests_total{handler="detect",method="POST",status="2xx"}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_counts_add_up_across_concurrent_requests() {
+    let gw = std::sync::Arc::new(gateway(&[("cache_ttl_s", "0")]).await);
+    const N: usize = 40;
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.post("/detect", &json!({ "url": format!("https://shop.example/{i}.jpg") }).to_string()).await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let (_, m) = scrape(&gw).await;
+    assert_eq!(m[DETECT_2XX], N as f64);
+    let count = m[r#"http_request_duration_seconds_count{handler="detect",method="POST"}"#];
+    let inf = m[r#"http_request_duration_seconds_bucket{handler="detect",method="POST",le="+Inf"}"#];
+    assert_eq!((count, inf), (N as f64, N as f64), "+Inf equals _count");
+    let buckets: Vec<f64> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with(r#"http_request_duration_seconds_bucket{handler="detect""#))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(buckets.len(), 16);
+    // Cumulative: ordered by le, never decreasing (BTreeMap order is textual, so sort by le).
+    let mut by_le: Vec<(f64, f64)> = m
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k.strip_prefix(r#"http_request_duration_seconds_bucket{handler="detect",method="POST",le=""#)?.strip_suffix("\"}")?;
+            Some((if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() }, *v))
+        })
+        .collect();
+    by_le.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(by_le.windows(2).all(|w| w[0].1 <= w[1].1), "{by_le:?}");
+    assert_eq!(m[r#"http_requests_in_progress{handler="detect",method="POST"}"#], 0.0, "the gauge settles at 0");
+    assert_eq!(m[r#"ximilar_requests_total{endpoint="detect_tags",status="200"}"#], N as f64);
+    assert!(m[r#"ximilar_request_duration_seconds_count{endpoint="detect_tags"}"#] == N as f64);
+    // Counters live in the store as 8-byte little-endian i64 (Spin's SQLite encoding).
+    let raw = gw.app.kv("metrics").unwrap().get(DETECT_2XX).unwrap();
+    assert_eq!(raw, (N as i64).to_le_bytes().to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_errors_and_cache_are_counted() {
+    let gw = gateway(&[]).await;
+    gw.mock.push_fault_for(DETECT_PATH, Fault::too_many_requests());
+    gw.mock.push_fault_for(DETECT_PATH, Fault::Status(503));
+    let body = json!({ "url": "https://shop.example/a.jpg" }).to_string();
+    assert_eq!(gw.post("/detect", &body).await.status, 200);
+    assert_eq!(gw.post("/detect", &body).await.status, 200); // cache hit
+    assert_eq!(gw.post("/detect", "{}").await.status, 422);
+    let (_, m) = scrape(&gw).await;
+    assert_eq!(m[r#"ximilar_retries_total{endpoint="detect_tags",reason="429"}"#], 1.0);
+    assert_eq!(m[r#"ximilar_retries_total{endpoint="detect_tags",reason="503"}"#], 1.0);
+    assert_eq!(m[r#"ximilar_requests_total{endpoint="detect_tags",status="429"}"#], 1.0);
+    assert_eq!(m[r#"ximilar_requests_total{endpoint="detect_tags",status="503"}"#], 1.0);
+    assert_eq!(m[r#"ximilar_requests_total{endpoint="detect_tags",status="200"}"#], 1.0);
+    assert_eq!(m[r#"gateway_cache_misses_total{handler="detect"}"#], 1.0);
+    assert_eq!(m[r#"gateway_cache_hits_total{handler="detect"}"#], 1.0);
+    assert_eq!(m[DETECT_2XX], 2.0);
+    assert_eq!(m[r#"http_requests_total{handler="detect",method="POST",status="4xx"}"#], 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_sets_the_reachable_gauge() {
+    let gw = gateway(&[("api_token", "wrong"), ("health_cache_s", "0")]).await;
+    gw.get("/health").await;
+    let (_, m) = scrape(&gw).await;
+    assert_eq!(m["ximilar_reachable"], 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn label_values_are_bounded_and_hold_no_url_or_secret() {
+    let gw = gateway(&[]).await;
+    gw.post("/detect", r#"{"url": "https://shop.example/private/123.jpg?sig=zzz"}"#).await;
+    gw.request("BREW", "/tag", &[], b"{}").await;
+    gw.post("/search", r#"{"crop_url": "https://shop.example/x.jpg"}"#).await;
+    gw.get("/health").await;
+    let (text, m) = scrape(&gw).await;
+    for forbidden in ["shop.example", "sig=", TOKEN, COLLECTION, "BREW"] {
+        assert!(!text.contains(forbidden), "{forbidden} in /metrics");
+    }
+    assert!(m.contains_key(r#"http_requests_total{handler="tag",method="other",status="4xx"}"#), "unknown methods are 'other'");
+    let families = ["http_requests_total", "http_request_duration_seconds", "http_requests_in_progress", "ximilar_", "gateway_cache_"];
+    for series in m.keys() {
+        assert!(families.iter().any(|f| series.starts_with(f)), "unexpected series {series}");
+    }
+    // A sample for promtool, from a gateway that has seen every kind of request.
+    let out = spin_test_host::workspace_root().join("target/metrics-sample.txt");
+    std::fs::write(&out, &text).unwrap();
+}
