@@ -2,10 +2,12 @@
 //! clean-up plan. Ximilar bills every image it analyses, so a repeat within the
 //! TTL, and `/tag` of a crop `/detect` just produced, cost nothing.
 //!
-//! Bound: an entry lives at most the TTL. Every [`SWEEP_EVERY`] writes (counted
-//! by an atomic counter in the store) a sweep deletes expired entries and, past
-//! [`MAX_ENTRIES`], the entries closest to expiry. So the store holds at most
-//! about `MAX_ENTRIES + SWEEP_EVERY` entries (plus writes racing a sweep).
+//! Bound: an entry is served for at most the TTL, and an expired one is deleted
+//! when met. Every [`SWEEP_EVERY`] writes (counted by an atomic counter in the
+//! store) the keys are counted; past [`MAX_ENTRIES`] a sweep deletes the expired
+//! entries and then those closest to expiry. So the store holds at most about
+//! `MAX_ENTRIES + SWEEP_EVERY` entries (plus writes racing a sweep), and below
+//! the bound a write costs no reads.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -100,7 +100,7 @@ pub fn parse_search_request(body: &[u8]) -> Result<SearchRequest, ApiError> {
     let category = match obj.get("category") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => None,
-        Some(Value::String(s)) if s.len() > MAX_CATEGORY_LEN => {
+        Some(Value::String(s)) if s.chars().count() > MAX_CATEGORY_LEN => {
             return Err(ApiError::invalid(
                 "invalid_field",
                 format!("field 'category' is longer than {MAX_CATEGORY_LEN} characters"),
@@ -263,6 +263,10 @@ mod tests {
             let err = parse_search_request(body.as_bytes()).unwrap_err();
             assert_eq!((err.status, err.code), (422, "invalid_field"), "top_k {bad}");
         }
+        let accented = serde_json::json!({"crop_url": "https://a.example/i.jpg", "category": "é".repeat(MAX_CATEGORY_LEN)});
+        assert!(parse_search_request(accented.to_string().as_bytes()).is_ok(), "the limit counts characters, not bytes");
+        let over = serde_json::json!({"crop_url": "https://a.example/i.jpg", "category": "é".repeat(MAX_CATEGORY_LEN + 1)});
+        assert_eq!(parse_search_request(over.to_string().as_bytes()).unwrap_err().code, "invalid_field");
         let err = parse_search_request(br#"{"crop_url": "https://a.example/i.jpg", "category": 3}"#).unwrap_err();
         assert_eq!(err.code, "invalid_field");
         let err = parse_search_request(br#"{"url": "https://a.example/i.jpg"}"#).unwrap_err();

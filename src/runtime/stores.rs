@@ -138,6 +138,8 @@ impl Cache {
         })
     }
 
+    /// Reads expiries only when the store is over its bound: below it, expired
+    /// entries are deleted when met, and a miss stays cheap however full the cache.
     async fn sweep(&mut self) {
         let Some(store) = self.store.as_ref() else { return };
         let mut keys = store.get_keys().await;
@@ -146,6 +148,9 @@ impl Cache {
             if key.starts_with(cache::PREFIX) && key != cache::WRITES_KEY {
                 entries.push(key);
             }
+        }
+        if entries.len() <= cache::MAX_ENTRIES {
+            return;
         }
         let mut listed = Vec::with_capacity(entries.len());
         for key in entries {
