@@ -1,18 +1,83 @@
 #!/usr/bin/env bash
-# The project's one test command (README, .ci/run): builds the wasm components,
-# then runs the native unit tests and the end-to-end tests that load those
-# components in the wasmtime test host.
+# The project's one test command (README, .ci/run). It builds the wasm
+# components, then runs, in order:
+#   1. cargo tests: native unit tests, manifest checks, property fuzzing, the
+#      test host's self-tests, and the end-to-end tests of the built components;
+#   2. promtool on a real /metrics scrape from those end-to-end tests;
+#   3. the deployment checks (compose, Dockerfile, runtime config, alert rules);
+#   4. schemathesis against openapi.yaml and the gateway on the test host;
+#   5. a quick smoke run of the benchmark harness;
+#   6. the leak sweep over every answer recorded by 1 and 4.
+# Tools from outside Rust (promtool, PyYAML, schemathesis, wrk) are installed by
+# .ci/run; locally a missing one skips its step with a notice, except in CI
+# (CI=true), where it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+skipped=()
+
+step() { echo; echo "== $*"; }
+have() { command -v "$1" >/dev/null 2>&1; }
+missing() {
+    if [ "${CI:-}" = "true" ]; then
+        echo "missing in CI: $1" >&2
+        exit 1
+    fi
+    echo "skipped (missing $1; .ci/run installs it)"
+    skipped+=("$2")
+}
+run() {
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $*" >&2; fi
+}
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
-echo "== building the components (wasm32-wasip2, release)"
+step "building the components (wasm32-wasip2, release)"
 cargo build --target wasm32-wasip2 --release \
     -p detect -p tag -p search -p health -p metrics -p forwarder
 
-echo "== native unit tests, manifest checks, test host and end-to-end tests"
+step "cargo tests (unit, manifest, property fuzzing, test host, end to end)"
+rm -rf target/transcripts target/metrics-sample.txt
+export PROPTEST_CASES="${PROPTEST_CASES:-2000}"
 cargo test --release --workspace --exclude detect --exclude tag --exclude search \
     --exclude health --exclude metrics --exclude forwarder
+
+step "promtool check metrics (a real scrape from the end-to-end tests)"
+if have promtool; then
+    run promtool check metrics < target/metrics-sample.txt
+else
+    missing promtool promtool
+fi
+
+step "deployment checks"
+if python3 -c 'import yaml' 2>/dev/null; then
+    run python3 tests/deploy/check_deploy.py
+else
+    missing "python3 yaml (PyYAML)" deploy
+fi
+
+step "schemathesis against openapi.yaml"
+if have schemathesis || [ -x tests/schema/.venv/bin/schemathesis ]; then
+    run bash tests/schema/run_schemathesis.sh
+else
+    missing schemathesis schemathesis
+fi
+
+step "benchmark harness smoke run (numbers: see BENCHMARKS.md)"
+if have wrk; then
+    run python3 bench/run.py --quick
+else
+    missing wrk bench
+fi
+
+step "leak sweep"
+run python3 scripts/leak_sweep.py
+
+echo
+if [ ${#skipped[@]} -gt 0 ]; then echo "skipped: ${skipped[*]}"; fi
+echo "checks: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
