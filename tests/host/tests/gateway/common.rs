@@ -1,14 +1,11 @@
 //! The harness: the real spin.toml and runtime-config.toml, the built
-//! components, a mock Ximilar on loopback, and an HTTP/1.1 client that checks
-//! every answer for leaked secrets as it arrives.
+//! components, a mock Ximilar on loopback, and requests whose every answer is
+//! checked for leaked secrets as it arrives.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use spin_test_host::mock::{MockConfig, MockHandle, MockXimilar};
 use spin_test_host::{start_app, workspace_root, AppOptions, RunningApp};
 use std::io::Write;
-use std::time::Duration;
 
 /// Distinctive so any echo of them is caught.
 pub const TOKEN: &str = "tok-SECRET-e2e-7f3a9c";
@@ -115,29 +112,23 @@ pub const TAGS_PATH: &str = "/tagging/fashion/v2/tags";
 pub const SEARCH_PATH: &str = "/similarity/fashion-new/v2/visualKNN";
 pub const ACCOUNT_PATH: &str = "/account/v2/details/";
 
+/// One request through the host crate's HTTP/1.1 client, kept as a [`Reply`]
+/// and appended to the transcript.
 pub async fn send(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let authority = base.trim_start_matches("http://").to_string();
-    let stream = tokio::net::TcpStream::connect(&authority).await.expect("connect to the gateway");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(conn);
-    let mut builder = http::Request::builder().method(method).uri(path).header("host", &authority);
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let request = builder.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(60), sender.send_request(request))
+    let method = http::Method::from_bytes(method.as_bytes()).expect("a valid method token");
+    let answer = spin_test_host::client::send(method.clone(), &format!("{base}{path}"), headers, body.to_vec())
         .await
-        .expect("the gateway answers within 60 s")
-        .expect("a response");
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
-    let reply = Reply { status, headers, body };
-    record(method, path, &reply);
+        .expect("the gateway answers within 60 s");
+    let reply = Reply {
+        status: answer.status.as_u16(),
+        headers: answer
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: answer.body.to_vec(),
+    };
+    record(method.as_str(), path, &reply);
     reply
 }
 
