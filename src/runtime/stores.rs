@@ -76,6 +76,8 @@ impl Counters {
 /// when the TTL is zero or the store cannot be opened.
 pub struct Cache {
     store: Option<Store>,
+    /// The same store through `wasi:keyvalue`, for the atomic write counter.
+    counter: Option<store::Bucket>,
     ttl_ms: u64,
     pub errors: u32,
 }
@@ -83,11 +85,16 @@ pub struct Cache {
 impl Cache {
     pub async fn open(ttl: std::time::Duration) -> Cache {
         if ttl.is_zero() {
-            return Cache { store: None, ttl_ms: 0, errors: 0 };
+            return Cache { store: None, counter: None, ttl_ms: 0, errors: 0 };
         }
         match Store::open(CACHE_LABEL).await {
-            Ok(store) => Cache { store: Some(store), ttl_ms: ttl.as_millis() as u64, errors: 0 },
-            Err(_) => Cache { store: None, ttl_ms: 0, errors: 1 },
+            Ok(store) => Cache {
+                store: Some(store),
+                counter: store::open(CACHE_LABEL).ok(),
+                ttl_ms: ttl.as_millis() as u64,
+                errors: 0,
+            },
+            Err(_) => Cache { store: None, counter: None, ttl_ms: 0, errors: 1 },
         }
     }
 
@@ -131,8 +138,8 @@ impl Cache {
 
     /// Counts writes in the store itself, so sweeps are paced across instances.
     fn write_count(&mut self) -> i64 {
-        let counted = store::open(CACHE_LABEL).and_then(|b| atomics::increment(&b, cache::WRITES_KEY, 1));
-        counted.unwrap_or_else(|_| {
+        let counted = self.counter.as_ref().and_then(|b| atomics::increment(b, cache::WRITES_KEY, 1).ok());
+        counted.unwrap_or_else(|| {
             self.errors += 1;
             1
         })
