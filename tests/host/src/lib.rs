@@ -20,7 +20,7 @@ mod server;
 pub mod variables;
 
 pub use audit::audit_component_imports;
-pub use kv::KvHandle;
+pub use kv::{KvBackend, KvHandle};
 pub use outbound::DeniedCall;
 pub use server::{start_app, AppOptions, InstanceReuse, RunningApp};
 

@@ -138,8 +138,22 @@ async fn serve(args: Args) -> Result<()> {
 
     let app = start_app(opts).await?;
     println!("serving on {}", app.base_url());
-    tokio::signal::ctrl_c().await?;
+    stop_signal().await?;
+    // Like `spin up`: stop serving and return at once, in-flight requests are dropped.
+    // Returning drops the runtime, which waits for blocking key-value calls, as Spin's does:
+    // a store that never frees its lock keeps the process alive, as on Spin.
+    println!("shutting down");
     app.shutdown().await;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM (`docker stop`, a rolling update), as Spin's handler takes both.
+async fn stop_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     Ok(())
 }
 
@@ -159,7 +173,7 @@ async fn mock(args: Args) -> Result<()> {
     };
     let mock = MockXimilar::start(cfg).await?;
     println!("mock Ximilar listening on {}", mock.url());
-    tokio::signal::ctrl_c().await?;
+    stop_signal().await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The parts of a Spin runtime config file (`--runtime-config-file`) the test host honours:
-//! `[[variables_provider]]` (env and static) and the `[key_value_store.<label>]` labels.
-//! Every key-value store becomes an in-memory store here, whatever its `type`.
+//! `[[variables_provider]]` (env and static) and the `[key_value_store.<label>]` tables.
+//! A `type = "spin"` store becomes Spin's SQLite store (the file at `path`, resolved against
+//! the runtime config's directory as Spin does, or memory without one); see `kv`.
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -12,15 +13,39 @@ use crate::variables::Provider;
 pub struct RuntimeConfig {
     /// Configured providers, in file order (Spin's default provider is not included).
     pub variable_providers: Vec<Provider>,
-    /// Key-value store labels declared in the file. `default` always exists besides these.
-    pub key_value_labels: Vec<String>,
+    /// Key-value stores declared in the file, in file order. `default` always exists besides these.
+    pub key_value_stores: Vec<KvStoreConfig>,
+}
+
+/// One `[key_value_store.<label>]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvStoreConfig {
+    pub label: String,
+    /// `spin`, `redis`, ...
+    pub kind: String,
+    /// For `spin`: the database file, already resolved; `None` = in memory.
+    pub path: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
     pub fn load(path: &Path) -> Result<RuntimeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read runtime config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("invalid runtime config {}", path.display()))
+        let mut config = Self::parse(&text)
+            .with_context(|| format!("invalid runtime config {}", path.display()))?;
+        // Like Spin: a relative store path is relative to the runtime config file.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for store in &mut config.key_value_stores {
+            if let Some(p) = store.path.as_mut().filter(|p| p.is_relative()) {
+                *p = dir.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+
+    /// The labels, for checking a component's `key_value_stores`.
+    pub fn key_value_labels(&self) -> Vec<String> {
+        self.key_value_stores.iter().map(|s| s.label.clone()).collect()
     }
 
     pub fn parse(text: &str) -> Result<RuntimeConfig> {
@@ -51,7 +76,15 @@ impl RuntimeConfig {
                 if kind.is_empty() {
                     bail!("key_value_store.{label} has no `type`");
                 }
-                config.key_value_labels.push(label.clone());
+                let path = store
+                    .get("path")
+                    .and_then(toml::Value::as_str)
+                    .map(PathBuf::from);
+                config.key_value_stores.push(KvStoreConfig {
+                    label: label.clone(),
+                    kind: kind.to_string(),
+                    path,
+                });
             }
         }
         Ok(config)
@@ -125,7 +158,9 @@ type = "spin"
 "#,
         )
         .unwrap();
-        assert_eq!(c.key_value_labels, vec!["cache", "metrics"]);
+        assert_eq!(c.key_value_labels(), vec!["cache", "metrics"]);
+        assert_eq!(c.key_value_stores[0].path.as_deref(), Some(Path::new(".spin/cache.db")));
+        assert_eq!((c.key_value_stores[1].kind.as_str(), c.key_value_stores[1].path.as_ref()), ("spin", None));
         assert!(
             matches!(&c.variable_providers[0], Provider::Env { prefix, dotenv_path }
             if prefix == "XIMILAR" && dotenv_path.as_deref() == Some(Path::new(".env")))

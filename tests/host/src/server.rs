@@ -31,7 +31,7 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::p3::{WasiHttpCtxView, WasiHttpView};
 use wasmtime_wasi_http::WasiHttpCtx;
 
-use crate::kv::{KvAccess, KvHandle, KvHost, KvStores};
+use crate::kv::{KvAccess, KvBackend, KvHandle, KvHost, KvStores, LOCK_WAIT_LIMIT};
 use crate::logs::{CapturedOutput, LogSink, Stream};
 use crate::manifest::Manifest;
 use crate::outbound::{AllowedHosts, ConnectionPool, DeniedCall, OutboundLedger, OutboundPolicy};
@@ -65,6 +65,12 @@ pub struct AppOptions {
     pub echo_logs: bool,
     /// Instance reuse, Spin 4.0.2's WASIp3 defaults unless changed.
     pub reuse: InstanceReuse,
+    /// The key-value model: Spin's SQLite store (default) or a plain map
+    /// (`SPIN_TEST_HOST_KV=map`).
+    pub kv_backend: KvBackend,
+    /// How long a key-value call may wait for a store's lock before the model reports the
+    /// deadlock Spin would hang in.
+    pub kv_lock_limit: Duration,
 }
 
 /// Spin's WASIp3 instance-reuse knobs (`spin up --max-instance-reuse-count` etc.).
@@ -96,6 +102,8 @@ impl Default for AppOptions {
             work_dir: None,
             echo_logs: false,
             reuse: InstanceReuse::default(),
+            kv_backend: KvBackend::from_env(),
+            kv_lock_limit: LOCK_WAIT_LIMIT,
         }
     }
 }
@@ -254,7 +262,10 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
     };
     let app_values = variables::resolve_app_variables(&manifest.variables, &providers, &env)?;
 
-    let kv = Arc::new(KvStores::new(&runtime.key_value_labels));
+    let kv = Arc::new(
+        KvStores::new(&runtime.key_value_stores, opts.kv_backend, opts.kv_lock_limit)
+            .context("opening the key-value stores")?,
+    );
     let ledger = Arc::new(OutboundLedger::default());
     let logs = LogSink::new(opts.echo_logs);
     let errors = Arc::new(Mutex::new(Vec::new()));
