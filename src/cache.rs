@@ -1,100 +1,83 @@
-//! The response cache's pure half: keys, entry encoding with expiry, and the
-//! clean-up plan. Ximilar bills every image it analyses, so a repeat within the
-//! TTL, and `/tag` of a crop `/detect` just produced, cost nothing.
+//! The response cache's pure half: what an entry is called, where it is stored,
+//! and how it expires. Ximilar bills every image it analyses, so a repeat within
+//! the TTL, and `/tag` of any crop of a photo `/detect` just saw, cost nothing.
 //!
-//! Bound: an entry is served for at most the TTL, and an expired one is deleted
-//! when met. Every [`SWEEP_EVERY`] writes (counted by an atomic counter in the
-//! store) the keys are counted; past [`MAX_ENTRIES`] a sweep deletes the expired
-//! entries and then those closest to expiry. So the store holds at most about
-//! `MAX_ENTRIES + SWEEP_EVERY` entries (plus writes racing a sweep), and below
-//! the bound a write costs no reads.
+//! The store is bounded without ever being listed or counted (a key listing on
+//! Spin's SQLite store holds its one lock for the whole listing, which deadlocks
+//! an instance serving several requests). Every entry lives in one of [`SLOTS`]
+//! store keys, chosen by a hash of its full key, and carries that full key: a
+//! lookup is one `get`, a write one `set`, and a write to a taken slot replaces
+//! whatever was there. So the store never holds more than [`SLOTS`] entries, an
+//! expired entry is simply ignored until its slot is reused, and a collision
+//! costs at most a miss, never a wrong answer.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::urls::ImageUrl;
 
-pub const MAX_ENTRIES: usize = 10_000;
-pub const SWEEP_EVERY: i64 = 64;
+/// How many store keys the cache may use. At a few KiB an entry (a detection
+/// with every garment's tags), the store stays within some tens of MiB.
+pub const SLOTS: u64 = 16_384;
 
-/// Every key of ours starts with this; a format change bumps it.
-pub const PREFIX: &str = "v1:";
-/// The write counter that paces sweeps (an atomic counter, never an entry).
-pub const WRITES_KEY: &str = "v1:writes";
+/// Every store key of ours starts with this; a format change bumps it.
+pub const PREFIX: &str = "v2:";
 
-pub fn detect_key(url: &ImageUrl) -> String {
-    format!("{PREFIX}detect:{}", url.cache_key())
+/// The store key (slot) an entry with this full key lives in.
+pub fn slot(key: &str) -> String {
+    format!("{PREFIX}{:04x}", fnv1a(key.as_bytes()) % SLOTS)
 }
 
-/// Also the key under which `/detect` leaves each item's tags (its `crop_url`).
+/// FNV-1a, 64 bits: stable across builds, instances and replicas, which the
+/// slot of a key must be (std's hasher is randomly seeded).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A photo's detection: every garment with the tags `detect_tags` gave it, so
+/// `/detect` repeats and `/tag` of any crop of the photo read this one entry.
+pub fn detect_key(url: &ImageUrl) -> String {
+    format!("detect:{}", url.cache_key())
+}
+
+/// `/tag` of a whole image (crops are answered from the detection).
 pub fn tag_key(url: &ImageUrl) -> String {
-    format!("{PREFIX}tag:{}", url.cache_key())
+    format!("tag:{}", url.cache_key())
 }
 
 pub fn search_key(url: &ImageUrl, category: Option<&str>, top_k: u32) -> String {
     // The category's length makes the key unambiguous whatever it contains.
     let category = category.unwrap_or("");
-    format!("{PREFIX}search:{top_k}:{}:{category}:{}", category.len(), url.cache_key())
+    format!("search:{top_k}:{}:{category}:{}", category.len(), url.cache_key())
 }
 
-pub const HEALTH_KEY: &str = "v1:health";
+pub const HEALTH_KEY: &str = "health";
 
 #[derive(Serialize, Deserialize)]
-struct Entry {
+struct Entry<T> {
+    /// The full key: a slot is shared, so an entry must say whose it is.
+    k: String,
     /// Unix milliseconds after which the entry is stale.
     exp: u64,
-    v: Value,
+    v: T,
 }
 
-pub fn encode(value: &Value, now_ms: u64, ttl_ms: u64) -> Vec<u8> {
-    serde_json::to_vec(&Entry { exp: now_ms.saturating_add(ttl_ms), v: value.clone() }).expect("entry serialises")
+pub fn encode<T: Serialize>(key: &str, value: &T, now_ms: u64, ttl_ms: u64) -> Vec<u8> {
+    let entry = Entry { k: key.to_string(), exp: now_ms.saturating_add(ttl_ms), v: value };
+    serde_json::to_vec(&entry).expect("entry serialises")
 }
 
-#[derive(Debug, PartialEq)]
-pub enum Lookup {
-    Fresh(Value),
-    /// Present but stale or unreadable: delete it.
-    Stale,
-}
-
-pub fn decode(bytes: &[u8], now_ms: u64) -> Lookup {
-    match serde_json::from_slice::<Entry>(bytes) {
-        Ok(entry) if now_ms < entry.exp => Lookup::Fresh(entry.v),
-        _ => Lookup::Stale,
-    }
-}
-
-/// Expiry of a stored entry, for sweeping; `None` if it is not an entry.
-pub fn expiry(bytes: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<Entry>(bytes).ok().map(|e| e.exp)
-}
-
-/// Which keys a sweep deletes: every expired or unreadable entry of ours, then
-/// the soonest-expiring live ones beyond `max_entries`.
-pub fn sweep_plan(entries: Vec<(String, Option<u64>)>, now_ms: u64, max_entries: usize) -> Vec<String> {
-    let mut doomed = Vec::new();
-    let mut live = Vec::new();
-    for (key, exp) in entries {
-        if !key.starts_with(PREFIX) || key == WRITES_KEY {
-            continue;
-        }
-        match exp {
-            Some(exp) if exp > now_ms => live.push((exp, key)),
-            _ => doomed.push(key),
-        }
-    }
-    if live.len() > max_entries {
-        live.sort();
-        let excess = live.len() - max_entries;
-        doomed.extend(live.into_iter().take(excess).map(|(_, key)| key));
-    }
-    doomed
+/// The value stored in a slot, if it is `key`'s, still fresh and readable.
+pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8], now_ms: u64) -> Option<T> {
+    let entry: Entry<T> = serde_json::from_slice(bytes).ok()?;
+    (entry.k == key && now_ms < entry.exp).then_some(entry.v)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::urls::parse_image_url;
+    use serde_json::{json, Value};
 
     fn url(s: &str) -> ImageUrl {
         parse_image_url(s).unwrap()
@@ -102,11 +85,31 @@ mod tests {
 
     #[test]
     fn entries_expire_at_the_ttl() {
-        let bytes = encode(&serde_json::json!({"items": []}), 1_000, 500);
-        assert_eq!(decode(&bytes, 1_499), Lookup::Fresh(serde_json::json!({"items": []})));
-        assert_eq!(decode(&bytes, 1_500), Lookup::Stale);
-        assert_eq!(decode(b"garbage", 0), Lookup::Stale);
-        assert_eq!(expiry(&bytes), Some(1_500));
+        let bytes = encode("k", &json!({"items": []}), 1_000, 500);
+        assert_eq!(decode::<Value>("k", &bytes, 1_499), Some(json!({"items": []})));
+        assert_eq!(decode::<Value>("k", &bytes, 1_500), None);
+        assert_eq!(decode::<Value>("k", b"garbage", 0), None);
+    }
+
+    #[test]
+    fn a_slot_answers_only_for_the_key_it_holds() {
+        let bytes = encode("detect:https://a.example/x.jpg", &json!(1), 0, 1_000);
+        assert_eq!(decode::<Value>("detect:https://a.example/x.jpg", &bytes, 1), Some(json!(1)));
+        assert_eq!(decode::<Value>("detect:https://a.example/y.jpg", &bytes, 1), None);
+        // The right key with the wrong shape is a miss, not an error.
+        assert_eq!(decode::<Vec<String>>("detect:https://a.example/x.jpg", &bytes, 1), None);
+    }
+
+    #[test]
+    fn slots_are_bounded_stable_and_spread() {
+        let slots: std::collections::HashSet<String> = (0..50_000).map(|i| slot(&format!("tag:https://a.example/{i}.jpg"))).collect();
+        // A uniform hash fills 1 - e^(-50000/16384), about 95 %, of the slots.
+        assert!(slots.len() as u64 <= SLOTS && slots.len() > 15_300, "{} slots used", slots.len());
+        assert!(slots.iter().all(|s| s.starts_with(PREFIX) && s.len() == PREFIX.len() + 4));
+        // Fixed values: a slot must not change between builds or replicas.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(slot("health"), slot("health"));
     }
 
     #[test]
@@ -118,21 +121,5 @@ mod tests {
         assert_ne!(search_key(&u, Some("a"), 10), search_key(&u, None, 10));
         assert_ne!(search_key(&u, None, 10), search_key(&u, None, 11));
         assert_ne!(detect_key(&u), tag_key(&u));
-    }
-
-    #[test]
-    fn sweep_deletes_expired_then_oldest_beyond_the_bound() {
-        let entries = vec![
-            ("v1:tag:a".to_string(), Some(50)),
-            ("v1:tag:b".to_string(), Some(300)),
-            ("v1:tag:c".to_string(), Some(200)),
-            ("v1:tag:d".to_string(), Some(400)),
-            ("v1:broken".to_string(), None),
-            (WRITES_KEY.to_string(), None),
-            ("not-ours".to_string(), None),
-        ];
-        let mut plan = sweep_plan(entries, 100, 2);
-        plan.sort();
-        assert_eq!(plan, vec!["v1:broken", "v1:tag:a", "v1:tag:c"]);
     }
 }

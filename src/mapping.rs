@@ -2,6 +2,7 @@
 //! as optional and of uncertain type (ximilar-api.md: the `_tags` keys depend
 //! on the taxonomy, `Category` may be a string or a tag list, ...).
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -9,8 +10,8 @@ use crate::colors;
 use crate::contract::{Attribute, Candidate, Item, TagResponse};
 use crate::urls::{self, Crop};
 
-/// A detected garment with the tags `detect_tags` gave it.
-#[derive(Debug, Clone, PartialEq)]
+/// A detected garment with the tags `detect_tags` gave it (cached as is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DetectedItem {
     pub item: Item,
     pub tags: TagResponse,

@@ -1,6 +1,7 @@
 //! What each endpoint does, once the pipeline has checked the method and read
 //! the body: validate, look in the cache, ask Ximilar, map, remember.
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use super::upstream::{SpinClock, SpinTransport};
 use crate::cache;
 use crate::client::{self, CallError, CallLog, Clock};
 use crate::config::{Config, TagMode};
-use crate::contract::{self, ApiError, DetectResponse, HealthResponse, SearchResponse};
+use crate::contract::{self, ApiError, DetectResponse, HealthResponse, SearchResponse, TagResponse};
 use crate::mapping::{self, DetectedItem};
 use crate::metrics;
 use crate::retry::RetryPolicy;
@@ -75,7 +76,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// A cached answer for `key`, counted as a hit or (when caching) a miss.
-    async fn cached(&mut self, key: &str) -> Option<Value> {
+    async fn cached<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
         if !self.cache.enabled() {
             return None;
         }
@@ -158,63 +159,49 @@ impl Endpoint for Metrics {
 
 async fn detect(ctx: &mut Ctx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
     let request = contract::parse_image_request(body)?;
-    let source = source_of(&request.url);
-    if let Some(hit) = ctx.cached(&cache::detect_key(&source)).await {
-        return Ok(Answer::json(&hit));
-    }
-    let items = detect_upstream(ctx, &source).await?;
-    Ok(Answer::json(&DetectResponse { items: items.into_iter().map(|d| d.item).collect() }))
+    let detected = detection(ctx, &source_of(&request.url)).await?;
+    Ok(Answer::json(&DetectResponse { items: detected.into_iter().map(|d| d.item).collect() }))
 }
 
-/// `detect_tags` on the source image; remembers the answer, and each item's
-/// tags under its `crop_url`, so `/tag` of those crops costs nothing.
-async fn detect_upstream(ctx: &mut Ctx<'_>, source: &ImageUrl) -> Result<Vec<DetectedItem>, ApiError> {
+/// Every garment of a photo with its tags: from the cache, or from one
+/// `detect_tags` call whose answer is stored as one entry (one write), from
+/// which `/detect` repeats and `/tag` of any crop of the photo are answered.
+async fn detection(ctx: &mut Ctx<'_>, source: &ImageUrl) -> Result<Vec<DetectedItem>, ApiError> {
+    let key = cache::detect_key(source);
+    if let Some(hit) = ctx.cached(&key).await {
+        return Ok(hit);
+    }
     let request = ximilar::detect_tags(ctx.config, ctx.request_id, source.as_str());
     let envelope = ctx.ximilar(&request).await?;
     let items = mapping::detected_items(ximilar::single_record(&envelope)?, source.as_str());
-    if ctx.cache.enabled() {
-        let response = DetectResponse { items: items.iter().map(|d| d.item.clone()).collect() };
-        ctx.cache.put(&cache::detect_key(source), &to_value(&response)).await;
-        for detected in &items {
-            if let Ok(crop_url) = urls::parse_image_url(&detected.item.crop_url) {
-                ctx.cache.put(&cache::tag_key(&crop_url), &to_value(&detected.tags)).await;
-            }
-        }
-    }
+    ctx.cache.put(&key, &items).await;
     Ok(items)
 }
 
 async fn tag(ctx: &mut Ctx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
     let request = contract::parse_image_request(body)?;
+    // A crop is answered from its photo's detection (cached, or detected now):
+    // the garment whose box fills the crop best, whether or not the caller's
+    // box is byte-identical to a `crop_url` that `/detect` returned.
+    if let Some(crop) = request.url.crop() {
+        let detected = detection(ctx, &source_of(&request.url)).await?;
+        let item = mapping::item_for_crop(&detected, crop).ok_or_else(|| {
+            ApiError::invalid("crop_not_found", "Ximilar found no garment matching the crop in the image")
+        })?;
+        return Ok(Answer::json(&item.tags));
+    }
     let key = cache::tag_key(&request.url);
-    if let Some(hit) = ctx.cached(&key).await {
+    if let Some(hit) = ctx.cached::<TagResponse>(&key).await {
         return Ok(Answer::json(&hit));
     }
-    let tags = match request.url.crop() {
-        // A crop nobody detected here (or whose entry expired): detect the
-        // source image and take the garment that fills the crop. That call also
-        // caches every other garment of the photo.
-        Some(crop) => {
-            let items = detect_upstream(ctx, &source_of(&request.url)).await?;
-            let item = mapping::item_for_crop(&items, crop).ok_or_else(|| {
-                ApiError::invalid("crop_not_found", "Ximilar found no garment matching the crop in the image")
-            })?;
-            // The caller's crop may only overlap a detected box: remember it too.
-            ctx.cache.put(&key, &to_value(&item.tags)).await;
-            item.tags.clone()
-        }
-        None => {
-            let upstream = ximilar::tag(ctx.config, ctx.request_id, request.url.source());
-            let envelope = ctx.ximilar(&upstream).await?;
-            let record = ximilar::single_record(&envelope)?;
-            let tags = match ctx.config.tag_mode {
-                TagMode::Fashion => mapping::tag_record(record),
-                TagMode::Classify { .. } => mapping::classify_record(record),
-            };
-            ctx.cache.put(&key, &to_value(&tags)).await;
-            tags
-        }
+    let upstream = ximilar::tag(ctx.config, ctx.request_id, request.url.source());
+    let envelope = ctx.ximilar(&upstream).await?;
+    let record = ximilar::single_record(&envelope)?;
+    let tags = match ctx.config.tag_mode {
+        TagMode::Fashion => mapping::tag_record(record),
+        TagMode::Classify { .. } => mapping::classify_record(record),
     };
+    ctx.cache.put(&key, &tags).await;
     Ok(Answer::json(&tags))
 }
 
@@ -224,7 +211,7 @@ async fn search(ctx: &mut Ctx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
         return Err(ApiError::new(503, "not_configured", "search is not configured: XIMILAR_COLLECTION_ID is not set"));
     }
     let key = cache::search_key(&request.crop_url, request.category.as_deref(), request.top_k);
-    if let Some(hit) = ctx.cached(&key).await {
+    if let Some(hit) = ctx.cached::<SearchResponse>(&key).await {
         return Ok(Answer::json(&hit));
     }
     let upstream = ximilar::visual_knn(
@@ -236,7 +223,7 @@ async fn search(ctx: &mut Ctx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
     );
     let envelope = ctx.ximilar(&upstream).await?;
     let response = SearchResponse { candidates: mapping::candidates(&envelope, request.top_k as usize) };
-    ctx.cache.put(&key, &to_value(&response)).await;
+    ctx.cache.put(&key, &response).await;
     Ok(Answer::json(&response))
 }
 
@@ -244,7 +231,7 @@ async fn search(ctx: &mut Ctx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
 /// its result is kept for `health_cache_s` so frequent checks stay cheap.
 /// Returns the probe's verdict (`None` when answered from the cache).
 async fn health(ctx: &mut Ctx<'_>) -> (Option<bool>, Answer) {
-    if let Some(hit) = ctx.cache.get(cache::HEALTH_KEY).await {
+    if let Some(hit) = ctx.cache.get::<HealthResponse>(cache::HEALTH_KEY).await {
         return (None, Answer::json(&hit));
     }
     let probe = ximilar::account_details(ctx.config, ctx.request_id);
@@ -266,15 +253,11 @@ async fn health(ctx: &mut Ctx<'_>) -> (Option<bool>, Answer) {
         Err(CallError::Transport(_)) => Some("unreachable".into()),
     };
     let response = HealthResponse { status: "ok".into(), ximilar_reachable: reason.is_none(), reason };
-    ctx.cache.put(cache::HEALTH_KEY, &to_value(&response)).await;
+    ctx.cache.put(cache::HEALTH_KEY, &response).await;
     (Some(response.ximilar_reachable), Answer::json(&response))
 }
 
 /// The image itself, without any crop fragment.
 fn source_of(url: &ImageUrl) -> ImageUrl {
     urls::parse_image_url(url.source()).expect("the source of a valid URL is valid")
-}
-
-fn to_value(value: &impl Serialize) -> Value {
-    serde_json::to_value(value).expect("answer serialises")
 }

@@ -1,14 +1,15 @@
 //! The two key-value stores: `metrics` (atomic counters through
 //! `wasi:keyvalue`) and `cache` (JSON entries with expiry through Spin's
-//! key-value API). Neither may ever fail a request: errors are counted in the
+//! key-value API, in a bounded set of slots). Neither may ever fail a request: errors are counted in the
 //! request's log line and otherwise ignored.
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store};
 use spin_sdk::key_value::Store;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cache::{self, Lookup};
+use crate::cache;
 use crate::metrics;
 
 pub const METRICS_LABEL: &str = "metrics";
@@ -73,11 +74,10 @@ impl Counters {
 }
 
 /// The response cache. Disabled (every lookup misses, nothing is written)
-/// when the TTL is zero or the store cannot be opened.
+/// when the TTL is zero or the store cannot be opened. One `get` per lookup and
+/// one `set` per write, whatever the backend: nothing here lists or counts keys.
 pub struct Cache {
     store: Option<Store>,
-    /// The same store through `wasi:keyvalue`, for the atomic write counter.
-    counter: Option<store::Bucket>,
     ttl_ms: u64,
     pub errors: u32,
 }
@@ -85,16 +85,11 @@ pub struct Cache {
 impl Cache {
     pub async fn open(ttl: std::time::Duration) -> Cache {
         if ttl.is_zero() {
-            return Cache { store: None, counter: None, ttl_ms: 0, errors: 0 };
+            return Cache { store: None, ttl_ms: 0, errors: 0 };
         }
         match Store::open(CACHE_LABEL).await {
-            Ok(store) => Cache {
-                store: Some(store),
-                counter: store::open(CACHE_LABEL).ok(),
-                ttl_ms: ttl.as_millis() as u64,
-                errors: 0,
-            },
-            Err(_) => Cache { store: None, counter: None, ttl_ms: 0, errors: 1 },
+            Ok(store) => Cache { store: Some(store), ttl_ms: ttl.as_millis() as u64, errors: 0 },
+            Err(_) => Cache { store: None, ttl_ms: 0, errors: 1 },
         }
     }
 
@@ -102,16 +97,11 @@ impl Cache {
         self.store.is_some()
     }
 
-    pub async fn get(&mut self, key: &str) -> Option<Value> {
+    /// The fresh entry stored under `key`, if its slot holds one.
+    pub async fn get<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
         let store = self.store.as_ref()?;
-        match store.get(key).await {
-            Ok(Some(bytes)) => match cache::decode(&bytes, now_ms()) {
-                Lookup::Fresh(value) => Some(value),
-                Lookup::Stale => {
-                    let _ = store.delete(key).await;
-                    None
-                }
-            },
+        match store.get(&cache::slot(key)).await {
+            Ok(Some(bytes)) => cache::decode(key, &bytes, now_ms()),
             Ok(None) => None,
             Err(_) => {
                 self.errors += 1;
@@ -120,52 +110,12 @@ impl Cache {
         }
     }
 
-    pub async fn put(&mut self, key: &str, value: &Value) {
-        self.put_for(key, value, self.ttl_ms).await;
-    }
-
-    /// Writes with a TTL of its own (the health probe's few seconds).
-    pub async fn put_for(&mut self, key: &str, value: &Value, ttl_ms: u64) {
+    /// Stores `value` under `key` for the TTL, replacing whatever held its slot.
+    pub async fn put<T: Serialize>(&mut self, key: &str, value: &T) {
         let Some(store) = self.store.as_ref() else { return };
-        if store.set(key, cache::encode(value, now_ms(), ttl_ms)).await.is_err() {
+        let bytes = cache::encode(key, value, now_ms(), self.ttl_ms);
+        if store.set(&cache::slot(key), bytes).await.is_err() {
             self.errors += 1;
-            return;
-        }
-        if self.write_count() % cache::SWEEP_EVERY == 0 {
-            self.sweep().await;
-        }
-    }
-
-    /// Counts writes in the store itself, so sweeps are paced across instances.
-    fn write_count(&mut self) -> i64 {
-        let counted = self.counter.as_ref().and_then(|b| atomics::increment(b, cache::WRITES_KEY, 1).ok());
-        counted.unwrap_or_else(|| {
-            self.errors += 1;
-            1
-        })
-    }
-
-    /// Reads expiries only when the store is over its bound: below it, expired
-    /// entries are deleted when met, and a miss stays cheap however full the cache.
-    async fn sweep(&mut self) {
-        let Some(store) = self.store.as_ref() else { return };
-        let mut keys = store.get_keys().await;
-        let mut entries = Vec::new();
-        while let Some(key) = keys.next().await {
-            if key.starts_with(cache::PREFIX) && key != cache::WRITES_KEY {
-                entries.push(key);
-            }
-        }
-        if entries.len() <= cache::MAX_ENTRIES {
-            return;
-        }
-        let mut listed = Vec::with_capacity(entries.len());
-        for key in entries {
-            let expiry = store.get(&key).await.ok().flatten().and_then(|b| cache::expiry(&b));
-            listed.push((key, expiry));
-        }
-        for key in cache::sweep_plan(listed, now_ms(), cache::MAX_ENTRIES) {
-            let _ = store.delete(&key).await;
         }
     }
 }

@@ -34,7 +34,7 @@ async fn an_unseen_crop_is_tagged_through_detect_of_its_source() {
     assert_eq!(tag.status, 200, "{}", tag.text());
     assert_eq!(tag.json()["type"], "jackets");
     assert_eq!((gw.upstream(DETECT_PATH), gw.upstream(TAGS_PATH)), (1, 0));
-    // That detect also cached the other garments and the crop itself.
+    // That detect's one entry answers this crop again, and the photo's other garments.
     let again = gw.post("/tag", &json!({ "url": crop }).to_string()).await;
     assert_eq!(again.header("x-cache"), Some("HIT"));
     let jeans = gw.post("/tag", &json!({ "url": format!("{PHOTO}#xywh=260,1050,430,490") }).to_string()).await;
@@ -118,13 +118,39 @@ async fn different_query_strings_are_different_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_cache_store_holds_entries_and_a_write_counter_only() {
+async fn a_detect_miss_writes_one_entry_and_every_crop_reads_it() {
     let gw = gateway(&[]).await;
-    gw.post("/detect", &json!({ "url": PHOTO }).to_string()).await;
+    let detect = gw.post("/detect", &json!({ "url": PHOTO }).to_string()).await;
     let kv = gw.app.kv("cache").unwrap();
+    // One slot key, holding the photo's detection with every garment's tags.
     let keys = kv.keys();
-    // 1 detect entry + 3 crop tag entries, and the sweep pacing counter.
-    assert_eq!(keys.iter().filter(|k| k.starts_with("v1:detect:")).count(), 1, "{keys:?}");
-    assert_eq!(keys.iter().filter(|k| k.starts_with("v1:tag:")).count(), 3, "{keys:?}");
-    assert_eq!(kv.get_counter("v1:writes"), Some(4));
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with("v2:") && keys[0].len() == 7, "{keys:?}");
+    let entry: serde_json::Value = serde_json::from_slice(&kv.get(&keys[0]).unwrap()).unwrap();
+    assert_eq!(entry["k"], "detect:https://shop.example/outfit.jpg?sig=abc");
+    assert_eq!(entry["v"].as_array().map(Vec::len), Some(3));
+    assert_eq!(entry["v"][1]["tags"]["type"], "jeans");
+    // Tagging each crop reads that entry and writes nothing.
+    let before = kv.snapshot();
+    for item in detect.json()["items"].as_array().unwrap() {
+        let tag = gw.post("/tag", &json!({ "url": item["crop_url"] }).to_string()).await;
+        assert_eq!(tag.header("x-cache"), Some("HIT"));
+    }
+    assert_eq!(kv.snapshot(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_photos_entry_in_the_same_slot_is_a_miss_not_its_answer() {
+    let gw = gateway(&[]).await;
+    let body = json!({ "url": PHOTO }).to_string();
+    gw.post("/detect", &body).await;
+    let kv = gw.app.kv("cache").unwrap();
+    let slot = kv.keys().remove(0);
+    // Make the slot hold another key's entry, as a hash collision would.
+    let mut entry: serde_json::Value = serde_json::from_slice(&kv.get(&slot).unwrap()).unwrap();
+    entry["k"] = json!("detect:https://shop.example/another.jpg");
+    kv.set(&slot, entry.to_string());
+    let again = gw.post("/detect", &body).await;
+    assert_eq!((again.status, again.header("x-cache")), (200, Some("MISS")));
+    assert_eq!(gw.upstream_total(), 2);
 }

@@ -14,6 +14,30 @@ pub const COLLECTION: &str = "col-SECRET-e2e-91bc40";
 pub struct Gateway {
     pub app: RunningApp,
     pub mock: MockHandle,
+    /// Holds this gateway's copy of runtime-config.toml and any store file it names.
+    _state: StateDir,
+}
+
+/// A directory of its own per gateway, removed when dropped: the runtime config
+/// is copied there, so a store `path` (relative to the runtime config, as in
+/// Spin) never points two tests, or two runs, at one database file.
+struct StateDir(std::path::PathBuf);
+
+impl StateDir {
+    fn new() -> StateDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ximilar-gw-e2e-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the state dir");
+        StateDir(dir)
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[derive(Debug)]
@@ -50,12 +74,20 @@ impl Reply {
 /// application variables (like `spin up --variable`). Backoff is shortened so
 /// retry tests are quick; the retry *count* rules are the production ones.
 pub async fn gateway(vars: &[(&str, &str)]) -> Gateway {
+    gateway_with(vars, |_| {}).await
+}
+
+/// [`gateway`], with the host's options adjusted by `tune` before it starts.
+pub async fn gateway_with(vars: &[(&str, &str)], tune: impl FnOnce(&mut AppOptions)) -> Gateway {
     let mock = MockXimilar::start(MockConfig { token: TOKEN.into(), collection_id: COLLECTION.into(), ..Default::default() })
         .await
         .expect("mock starts");
     let root = workspace_root();
     let mut opts = AppOptions::new(root.join("spin.toml"));
-    opts.runtime_config = Some(root.join("runtime-config.toml"));
+    let state = StateDir::new();
+    let runtime_config = state.0.join("runtime-config.toml");
+    std::fs::copy(root.join("runtime-config.toml"), &runtime_config).expect("copy runtime-config.toml");
+    opts.runtime_config = Some(runtime_config);
     let defaults = [
         ("api_url", mock.url()),
         ("api_token", TOKEN.to_string()),
@@ -69,8 +101,9 @@ pub async fn gateway(vars: &[(&str, &str)]) -> Gateway {
     for (k, v) in vars {
         opts.variables.insert(k.to_string(), v.to_string());
     }
+    tune(&mut opts);
     let app = start_app(opts).await.expect("app starts (are the components built? see README)");
-    Gateway { app, mock }
+    Gateway { app, mock, _state: state }
 }
 
 impl Gateway {

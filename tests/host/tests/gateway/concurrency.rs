@@ -39,3 +39,41 @@ async fn two_hundred_concurrent_requests_are_all_answered_correctly() {
     assert_eq!(gw.upstream_total(), 200, "one Ximilar call per distinct request");
     gw.logs();
 }
+
+/// The burst that hung real Spin 4.0.2 when the cache listed its keys: many
+/// distinct misses at once, so every instance serves 16 requests while cache
+/// entries are written, on the test host's model of Spin's SQLite store (one
+/// locked connection, blocking calls, a listing that holds the lock). Any key
+/// listing on the request path deadlocks an instance here; the model reports it
+/// after a short lock wait instead of hanging, and the requests fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_distinct_misses_never_waits_on_the_store_lock() {
+    let gw = Arc::new(gateway_with(&[], |opts| opts.kv_lock_limit = std::time::Duration::from_secs(3)).await);
+    gw.mock.set_latency(std::time::Duration::from_millis(20));
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let path = ["/detect", "/tag", "/search"][i % 3];
+                let body = match path {
+                    "/search" => json!({ "crop_url": format!("https://shop.example/p-{i}.jpg"), "top_k": 2 }),
+                    _ => json!({ "url": format!("https://shop.example/p-{i}.jpg") }),
+                };
+                gw.post(path, &body.to_string()).await.status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("request task"));
+    }
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    let errors = gw.app.errors();
+    // The reason is at the end of a trap's message, after the wasm backtrace.
+    let first = errors.iter().find(|e| e.contains("instance failed")).or(errors.first());
+    let reason = first.map(|e| &e[e.len().saturating_sub(300)..]);
+    assert_eq!((failed, errors.len()), (0, 0), "{failed} of 400 failed; {} host errors, e.g. …{reason:?}", errors.len());
+    assert_eq!(gw.upstream_total(), 400);
+    eprintln!("400 distinct misses in {:?}", started.elapsed());
+}

@@ -10,3 +10,4 @@ mod contract;
 mod faults;
 mod imports;
 mod metrics;
+mod shutdown;
