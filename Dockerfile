@@ -45,15 +45,20 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # It runs as root and has no curl (see deploy/healthcheck).
 FROM ghcr.io/spinframework/spin:v4.0.2
 
-# A fixed non-root uid, so a Kubernetes runAsNonRoot check or a host bind mount
-# can rely on it. Its home holds Wasmtime's compilation cache (~/.cache).
-# /app/.spin is the state directory: the SQLite response cache (runtime-config.toml:
-# .spin/cache.db) and Spin's per-component logs (.spin/logs). Created here and
-# owned by the user, so a fresh named volume mounted on it inherits that owner.
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/spin \
+# A fixed non-root uid and gid (10001:10001), so a Kubernetes runAsNonRoot check
+# or a host bind mount can rely on them. The group is created first with its gid:
+# `useradd --system --user-group` would give the group the next free system gid
+# (below 1000), not the uid. The home directory holds Wasmtime's compilation cache
+# (~/.cache).
+# /app/.spin is Spin's state directory: its per-component logs (.spin/logs). The
+# response cache is not there: runtime-config.toml keeps it in memory,
+# runtime-config.redis.toml in Redis. Created here and owned by the user, so a
+# fresh named volume mounted on it inherits that owner.
+RUN groupadd --system --gid 10001 spin \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/spin \
         --shell /usr/sbin/nologin spin \
     && mkdir -p /app/.spin \
-    && chown spin:spin /app/.spin
+    && chown 10001:10001 /app/.spin
 
 WORKDIR /app
 # spin.toml names its components as target/wasm32-wasip2/release/<name>.wasm,

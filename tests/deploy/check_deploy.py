@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,11 @@ DEFAULT_PUBLISH = "10.1.0.12:8001:8001"
 MEMORY_LIMIT = 2 * 1024**3
 SERVICE = "ximilar-gw"
 RUNTIME_CONFIGS = ["runtime-config.toml", "runtime-config.redis.toml"]
-CARD_VARIABLES_FALLBACK = ["XIMILAR_API_TOKEN", "XIMILAR_COLLECTION_ID", "XIMILAR_API_URL", "HOST", "PORT", "WORKERS"]
+# The two key-value labels (src/runtime/stores.rs). In Redis, the cache may be evicted
+# and the counters never, and maxmemory-policy is per server: two servers.
+CACHE_LABEL, METRICS_LABEL = "cache", "metrics"
+CACHE_POLICIES = {"allkeys-lru", "allkeys-lfu"}  # entries have no Redis TTL: volatile-* would evict nothing
+CARD_VARIABLES = ["XIMILAR_API_TOKEN", "XIMILAR_COLLECTION_ID", "XIMILAR_API_URL", "HOST", "PORT", "WORKERS"]
 
 # ---------------------------------------------------------------------------
 # What Spin v4.0.2 accepts in a runtime config file, read from its source (tag v4.0.2):
@@ -350,6 +355,64 @@ def _compose_redis():
         expect(url.hostname in redis and (url.port or 6379) == 6379, f"key_value_store.{label} url {store.get('url')!r} is not the redis service")
 
 
+def redis_server_options(argv) -> dict[str, str]:
+    """`--name value...` options of a redis-server command line, e.g. {"maxmemory-policy": "noeviction"}."""
+    if isinstance(argv, str):
+        argv = shlex.split(argv)
+    argv = [str(a) for a in (argv or [])]
+    options: dict[str, str] = {}
+    name = None
+    for arg in argv:
+        if arg.startswith("--"):
+            name = arg[2:].lower()
+            options[name] = ""
+        elif name is not None:
+            options[name] = (options[name] + " " + arg).strip() if options[name] else arg
+    return options
+
+
+def redis_store_urls() -> dict[str, tuple[str, int]]:
+    """(host, port) of the cache and metrics stores of runtime-config.redis.toml."""
+    stores = load_toml("runtime-config.redis.toml").get("key_value_store", {})
+    out = {}
+    for label in (CACHE_LABEL, METRICS_LABEL):
+        expect(label in manifest_kv_labels(), f"spin.toml no longer uses a {label!r} store; update this check")
+        url = urlsplit(stores.get(label, {}).get("url", ""))
+        expect(url.hostname, f"key_value_store.{label} has no Redis host")
+        out[label] = (url.hostname, url.port or 6379)
+    return out
+
+
+def check_redis_roles(where: str, cache: dict[str, str], metrics: dict[str, str]) -> None:
+    """The cache's Redis evicts (allkeys-*, with a maxmemory) and persists; the counters' never evicts."""
+    policy = cache.get("maxmemory-policy", "noeviction")
+    expect(policy in CACHE_POLICIES, f"{where}: the cache's Redis has maxmemory-policy {policy!r}, want one of {sorted(CACHE_POLICIES)}")
+    expect(memory_bytes(cache.get("maxmemory", "0") or "0") > 0, f"{where}: the cache's Redis has no --maxmemory, so it never evicts")
+    persisted = cache.get("save", "").strip() not in ("", '""') or cache.get("appendonly", "no").lower() == "yes"
+    expect(persisted, f"{where}: the cache's Redis keeps nothing on disk (--save or --appendonly yes), so paid answers die with it")
+    policy = metrics.get("maxmemory-policy", "noeviction")  # Redis's default
+    expect(policy == "noeviction", f"{where}: the counters' Redis has maxmemory-policy {policy!r}: it may evict counters")
+
+
+@check("compose: redis profile runs the cache's Redis (allkeys-lru, persisted on a volume) and the counters' (noeviction)")
+def _compose_redis_roles():
+    services = compose()["services"]
+    urls = redis_store_urls()
+    svc = {}
+    for label, (host, _) in urls.items():
+        expect(host in services, f"key_value_store.{label}: no compose service {host!r}")
+        svc[label] = services[host]
+    expect(urls[CACHE_LABEL][0] != urls[METRICS_LABEL][0], f"cache and metrics both use the service {urls[CACHE_LABEL][0]!r}")
+    options = {label: redis_server_options(s.get("command")) for label, s in svc.items()}
+    check_redis_roles("docker-compose.yml", options[CACHE_LABEL], options[METRICS_LABEL])
+    named = set((compose().get("volumes") or {}).keys())
+    data = [src for src, target in gateway_mounts(svc[CACHE_LABEL]) if target.rstrip("/") == options[CACHE_LABEL].get("dir", "/data")]
+    expect(data and data[0] in named, f"the cache's Redis ({urls[CACHE_LABEL][0]}) has no named volume at its data directory")
+    depends = gateway().get("depends_on") or {}
+    for label, (host, _) in urls.items():
+        expect(host in depends, f"the gateway does not depend_on {host!r}")
+
+
 @check("compose: command is the image's CMD; XGW_RUNTIME_CONFIG picks a runtime config in the image")
 def _compose_command():
     image_argv = final_argv()
@@ -545,6 +608,103 @@ def _docker_runtime():
     expect(user.split(":")[0] not in ("root", "0"), f"USER {user} is root")
 
 
+def final_run_commands() -> list[list[str]]:
+    """The simple commands of the final stage's RUN lines, split on &&, || and ;."""
+    out = []
+    for keyword, rest in final_stage():
+        if keyword != "RUN":
+            continue
+        words = [w for w in rest.split() if not w.startswith("--mount=")]
+        for segment in re.split(r"&&|\|\||;", " ".join(words)):
+            try:
+                argv = shlex.split(segment)
+            except ValueError as e:
+                raise Failure(f"cannot read RUN {segment!r}: {e}")
+            if argv:
+                out.append(argv)
+    return out
+
+
+def account_options(argv: list[str], with_value: dict[str, str], flags: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """Options of a groupadd/useradd command (long names) and its last operand."""
+    options, operand, i = {}, None, 1
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in with_value:
+            if not eq:
+                i += 1
+                value = argv[i] if i < len(argv) else ""
+            options[with_value[name]] = value
+        elif arg in flags:
+            options[flags[arg]] = ""
+        elif not arg.startswith("-"):
+            operand = arg
+        i += 1
+    return options, operand
+
+
+@check("Dockerfile: USER's uid and gid are the user and group the image creates and gives the state directory")
+def _docker_user_group():
+    groups: dict[str, str] = {}  # name -> gid
+    users: dict[str, tuple[str, str | None, bool]] = {}  # name -> (uid, primary group, --user-group)
+    chowns: list[tuple[str, list[str]]] = []
+    for argv in final_run_commands():
+        command = PurePosixPath(argv[0]).name
+        if command in ("groupadd", "addgroup"):
+            options, name = account_options(argv, {"--gid": "gid", "-g": "gid", "--key": "key", "-K": "key"}, {})
+            expect(name and options.get("gid", "").isdigit(), f"{' '.join(argv)}: give the group a fixed --gid")
+            groups[name] = options["gid"]
+        elif command in ("useradd", "adduser"):
+            options, name = account_options(
+                argv,
+                {"--uid": "uid", "-u": "uid", "--gid": "gid", "-g": "gid", "--home-dir": "home", "-d": "home",
+                 "--shell": "shell", "-s": "shell", "--groups": "groups", "-G": "groups", "--key": "key", "-K": "key",
+                 "--comment": "comment", "-c": "comment"},
+                {"--user-group": "user-group", "-U": "user-group"},
+            )
+            expect(name and options.get("uid", "").isdigit(), f"{' '.join(argv)}: give the user a fixed --uid")
+            users[name] = (options["uid"], options.get("gid"), "user-group" in options)
+        elif command == "chown":
+            operands = [a for a in argv[1:] if not a.startswith("-")]
+            if len(operands) >= 2:
+                chowns.append((operands[0], operands[1:]))
+    user = last(final_stage(), "USER")
+    expect(user, "the final stage has no USER")
+    user_part, _, group_part = user.partition(":")
+
+    def uid_of(value: str) -> str:
+        if value.isdigit():
+            return value
+        expect(value in users, f"user {value!r} is not created in the final stage")
+        return users[value][0]
+
+    def gid_of(value: str) -> str:
+        if value.isdigit():
+            return value
+        expect(value in groups, f"group {value!r} is not created with groupadd --gid in the final stage")
+        return groups[value]
+
+    uid = uid_of(user_part)
+    named = [name for name, (u, _, _) in users.items() if u == uid]
+    expect(named, f"USER {user}: no useradd creates uid {uid}, so it has no passwd entry")
+    _, primary, user_group = users[named[0]]
+    expect(primary is not None, f"useradd {named[0]} has no --gid: --user-group gives its group the next free "
+                                "(system) gid, not the uid; create the group with groupadd --gid first")
+    expect(not user_group, f"useradd {named[0]}: --user-group together with --gid")
+    primary_gid = gid_of(primary)
+    expect(primary_gid in groups.values(), f"gid {primary_gid} of user {named[0]} has no groupadd, so no group entry")
+    gid = gid_of(group_part) if group_part else primary_gid
+    expect(gid == primary_gid, f"USER {user} runs with gid {gid}, but user {named[0]}'s group has gid {primary_gid}")
+    state = dockerfile_state_dir()
+    owners = [owner for owner, paths in chowns if any(p.rstrip("/") == state for p in paths)]
+    expect(owners, f"no chown of {state}")
+    owner_user, sep, owner_group = owners[-1].partition(":")
+    expect(uid_of(owner_user) == uid, f"{state} belongs to {owner_user}, not uid {uid}")
+    expect(sep, f"chown {owners[-1]} {state} leaves its group root: give it {owner_user}:{gid}")
+    expect(gid_of(owner_group or primary) == gid, f"{state} is given to group {owner_group or primary}, not gid {gid}")
+
+
 @check("Dockerfile: README.md names the same image and port")
 def _readme():
     text = read("README.md")
@@ -643,6 +803,35 @@ def _runtime_config_redis():
         expect(store["type"] == "redis" and store["url"].startswith("redis://"), f"key_value_store.{label} is not a redis:// store")
 
 
+@check("runtime-config.redis.toml: cache and metrics on two different Redis servers")
+def _runtime_config_redis_servers():
+    urls = redis_store_urls()
+    expect(urls[CACHE_LABEL] != urls[METRICS_LABEL],
+           f"cache and metrics share the server {urls[CACHE_LABEL][0]}:{urls[CACHE_LABEL][1]}: maxmemory-policy is per "
+           "server, so the counters would be evicted with the cache (or the cache never evicted)")
+
+
+@check("redis option reader and role check (self-test)")
+def _redis_self_test():
+    opts = redis_server_options(["redis-server", "--maxmemory", "256mb", "--save", "300 1 60 1000", "--appendonly", "no"])
+    expect(opts == {"maxmemory": "256mb", "save": "300 1 60 1000", "appendonly": "no"}, f"read {opts}")
+    expect(redis_server_options('redis-server --save "" --maxmemory-policy noeviction') == {"save": "", "maxmemory-policy": "noeviction"}, "string form")
+    good = {"maxmemory": "256mb", "maxmemory-policy": "allkeys-lru", "save": "60 1000"}
+    check_redis_roles("self-test", good, {})
+    for cache, metrics, needle in (
+        ({**good, "maxmemory-policy": "volatile-lru"}, {}, "maxmemory-policy 'volatile-lru'"),
+        ({**good, "maxmemory": "0"}, {}, "no --maxmemory"),
+        ({**good, "save": ""}, {}, "keeps nothing on disk"),
+        (good, {"maxmemory-policy": "allkeys-lru"}, "may evict counters"),
+    ):
+        try:
+            check_redis_roles("self-test", cache, metrics)
+        except Failure as e:
+            expect(needle in str(e), f"role check says {e}, want {needle!r}")
+        else:
+            raise Failure(f"role check accepts {cache} / {metrics}")
+
+
 @check("runtime config validator refuses what Spin refuses (self-test)")
 def _validator_self_test():
     bad = {
@@ -661,14 +850,8 @@ def _validator_self_test():
 
 
 def card_variables() -> tuple[list[str], str]:
-    candidates = sorted((ROOT.parent / "shared" / "seed").glob("*.txt")) if (ROOT.parent / "shared" / "seed").is_dir() else []
-    for card in candidates:
-        text = card.read_text(encoding="utf-8", errors="replace")
-        m = re.search(r"```env\n(.*?)```", text, re.S)
-        if m and "XIMILAR_API_TOKEN" in m.group(1):
-            names = re.findall(r"^([A-Z][A-Z0-9_]*)=", m.group(1), re.M)
-            return names, str(card.relative_to(ROOT.parent))
-    return CARD_VARIABLES_FALLBACK, "built-in list (server card not found beside the repository)"
+    """The variables of the deployment's server card (its `.env` block), kept here as a list."""
+    return CARD_VARIABLES, "the server card's .env block"
 
 
 @check(".env.example: every spin.toml variable as XIMILAR_<NAME>, and the card's names")
@@ -858,6 +1041,42 @@ def _kube_redis():
         expect(any(i.startswith("redis:") for i in images), f"Service {url.hostname} does not select Redis")
 
 
+def kube_redis_for(url: str) -> tuple[dict, dict]:
+    """The Deployment and Redis container behind a redis:// URL of the SpinApp."""
+    host = urlsplit(url).hostname
+    services = {s["metadata"]["name"]: s for s in kube("Service")}
+    expect(host in services, f"{url}: {host!r} is not a Service here")
+    selector = services[host]["spec"].get("selector", {})
+    pods = [d for d in kube("Deployment") + kube("StatefulSet")
+            if selector.items() <= d["spec"]["template"]["metadata"].get("labels", {}).items()]
+    expect(len(pods) == 1, f"Service {host} selects {len(pods)} workloads, want one")
+    containers = [c for c in pods[0]["spec"]["template"]["spec"]["containers"] if str(c.get("image", "")).startswith("redis:")]
+    expect(len(containers) == 1, f"{pods[0]['metadata']['name']}: want one Redis container")
+    return pods[0], containers[0]
+
+
+@check("kubernetes: the cache's Redis is allkeys-lru on a PersistentVolumeClaim, the counters' noeviction, two servers")
+def _kube_redis_roles():
+    stores = {}
+    for store in spinapp()["spec"].get("runtimeConfig", {}).get("keyValueStores", []):
+        stores[store["name"]] = {o["name"]: o.get("value") for o in store.get("options", [])}.get("url") or ""
+    expect(CACHE_LABEL in stores and METRICS_LABEL in stores, f"SpinApp stores are {sorted(stores)}")
+    workloads = {label: kube_redis_for(url) for label, url in stores.items() if label in (CACHE_LABEL, METRICS_LABEL)}
+    expect(workloads[CACHE_LABEL][0] is not workloads[METRICS_LABEL][0], "cache and metrics use the same Redis workload")
+    options = {label: redis_server_options((c.get("command") or []) + (c.get("args") or [])) for label, (_, c) in workloads.items()}
+    check_redis_roles("deploy/kubernetes", options[CACHE_LABEL], options[METRICS_LABEL])
+    workload, container = workloads[CACHE_LABEL]
+    data_dir = options[CACHE_LABEL].get("dir", "/data")
+    mounts = [m["name"] for m in container.get("volumeMounts", []) if m.get("mountPath", "").rstrip("/") == data_dir]
+    expect(mounts, f"{workload['metadata']['name']}: nothing mounted at {data_dir}")
+    claims = {c["metadata"]["name"] for c in kube("PersistentVolumeClaim")}
+    templates = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+    claim = (volumes.get(mounts[0], {}).get("persistentVolumeClaim") or {}).get("claimName")
+    expect(mounts[0] in templates or claim in claims,
+           f"{workload['metadata']['name']}: {data_dir} is not on a PersistentVolumeClaim defined here, so the snapshot dies with the pod")
+
+
 @check("kubernetes: token and collection from a Secret; variables exist in spin.toml")
 def _kube_variables():
     variables = spinapp()["spec"].get("variables", [])
@@ -889,6 +1108,65 @@ def _kube_files():
     expect("containerd-shim-spin" in readme and "4.0.2" in readme, "deploy/kubernetes/README.md does not explain the executor choice")
 
 
+# Kustomize's "legacy" order (api/resid/gvk.go): these kinds first and last, in this
+# order; every other kind in between, by apiVersion and kind.
+KUSTOMIZE_ORDER_FIRST = [
+    "Namespace", "ResourceQuota", "StorageClass", "CustomResourceDefinition", "ServiceAccount",
+    "PodSecurityPolicy", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding", "ConfigMap", "Secret",
+    "Endpoints", "Service", "LimitRange", "PriorityClass", "PersistentVolume", "PersistentVolumeClaim",
+    "Deployment", "StatefulSet", "CronJob", "PodDisruptionBudget",
+]
+KUSTOMIZE_ORDER_LAST = ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
+
+
+def kustomize_output_order() -> list[tuple[str, str]]:
+    """(kind, name) in the order `kustomize build` emits the kustomization's objects."""
+    kustomization = load_yaml("deploy/kubernetes/kustomization.yaml")
+    loaded = []
+    for resource in kustomization.get("resources", []):
+        for doc in load_yaml_docs(f"deploy/kubernetes/{resource}"):
+            if isinstance(doc, dict):
+                loaded.append(doc)
+    sort = kustomization.get("sortOptions") or {}
+    order = sort.get("order", "legacy")
+    expect(order in ("legacy", "fifo"), f"sortOptions.order {order!r} is neither legacy nor fifo")
+    if order == "legacy":
+        legacy = sort.get("legacySortOptions") or {}
+        first = legacy.get("orderFirst", KUSTOMIZE_ORDER_FIRST)
+        last_kinds = legacy.get("orderLast", KUSTOMIZE_ORDER_LAST)
+
+        def rank(doc):
+            kind = doc.get("kind", "")
+            if kind in first:
+                return (0, first.index(kind), "", "")
+            if kind in last_kinds:
+                return (2, last_kinds.index(kind), "", "")
+            return (1, 0, doc.get("apiVersion", ""), kind)
+
+        loaded = sorted(loaded, key=lambda d: (*rank(d), d.get("metadata", {}).get("name", "")))
+    return [(d.get("kind", ""), d.get("metadata", {}).get("name", "")) for d in loaded]
+
+
+@check("kubernetes: one apply -k creates the SpinAppExecutor before the SpinApp (admission webhook)")
+def _kube_order():
+    emitted = kustomize_output_order()
+    kinds = [kind for kind, _ in emitted]
+    expect("SpinApp" in kinds and "SpinAppExecutor" in kinds, f"the kustomization emits {emitted}")
+    expect(
+        max(i for i, k in enumerate(kinds) if k == "SpinAppExecutor") < min(i for i, k in enumerate(kinds) if k == "SpinApp"),
+        f"kustomize emits {kinds}: the SpinApp would reach the operator's webhook before its executor exists "
+        "(set sortOptions in kustomization.yaml)",
+    )
+    # Client-side only: kubectl renders the kustomization without a cluster.
+    exe = shutil.which("kubectl")
+    if exe is not None:
+        run = subprocess.run([exe, "kustomize", "deploy/kubernetes"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        expect(run.returncode == 0, f"kubectl kustomize deploy/kubernetes failed:\n{run.stderr}")
+        rendered = [(d.get("kind", ""), d.get("metadata", {}).get("name", ""))
+                    for d in yaml.safe_load_all(run.stdout) if isinstance(d, dict)]
+        expect(rendered == emitted, f"kubectl kustomize emits {rendered}, this check expects {emitted}")
+
+
 # ----------------------------------------------------------------------------- healthcheck and docs
 
 
@@ -917,8 +1195,11 @@ def _operations_doc():
     name = volume.get("name") if isinstance(volume, dict) else None
     expect(name and name in text, f"docs/operations.md does not name the state volume {name!r}")
     for needle in (SPIN_IMAGE, "docker compose logs", "XGW_TAG=previous", "COMPOSE_PROFILES=redis",
-                   "XGW_RUNTIME_CONFIG=runtime-config.redis.toml", "WORKERS", "Retry-After"):
+                   "XGW_RUNTIME_CONFIG=runtime-config.redis.toml", "WORKERS", "Retry-After",
+                   "allkeys-lru", "noeviction", "FLUSHDB"):
         expect(needle in text, f"docs/operations.md does not mention {needle!r}")
+    for host, _ in redis_store_urls().values():
+        expect(host in text, f"docs/operations.md does not name the Redis service {host!r}")
 
 
 def main() -> int:
