@@ -29,7 +29,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as bench  # noqa: E402
+from gwbench.common import ROOT  # noqa: E402
+from gwbench.load import records_body  # noqa: E402
+from gwbench.procs import Host, preflight  # noqa: E402
+from gwbench.report import fmt  # noqa: E402
 
 PROBES = {
     "stderr_write": r"AsyncWriteStream\$u20\$as\$u20\$wasmtime_wasi_io\.\.streams\.\.OutputStream\$GT\$5write17h",
@@ -86,7 +89,7 @@ for i in range({n}):
             f = line.split(",")
             if len(f) > 2 and f[2].startswith(GROUP + ":"):
                 counts[f[2].split(":", 1)[1]] = int(f[0]) / n if f[0].isdigit() else None
-        print(f"  {label:<48}" + "".join(f"{bench.fmt(counts.get(k), '.2f'):>14}" for k in PROBES))
+        print(f"  {label:<48}" + "".join(f"{fmt(counts.get(k), '.2f'):>14}" for k in PROBES))
 
 
 def main() -> int:
@@ -94,13 +97,13 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=256, help="requests per case (default 256)")
     cfg = ap.parse_args()
     cfg.quick, cfg.base_url, cfg.host_bin = False, None, None
-    host_bin = bench.preflight(cfg)
+    host_bin = preflight(cfg)
     offsets = file_offsets(host_bin)
     subprocess.run(["perf", "probe", "-q", "-d", f"{GROUP}:*"], capture_output=True)
     for name, off in offsets.items():
         subprocess.run(["perf", "probe", "-q", "-x", str(host_bin), "-a", f"{GROUP}:{name}=0x{off:x}"], check=True)
     workdir = Path(tempfile.mkdtemp(prefix="ximilar-gw-count-"))
-    host = bench.Host(host_bin, workdir, bench.ROOT / "spin.toml")
+    host = Host(host_bin, workdir, ROOT / "spin.toml")
     try:
         mock = host.mock(0)
         gw_off = host.gateway(mock, cache_ttl_s=0)
@@ -116,7 +119,7 @@ def main() -> int:
         count(gw_on.p.pid, [("gateway POST /detect, cache on, misses", gw_on.url + "/detect", "POST", detect),
                             ("gateway POST /detect, cache on, one URL (hits)", gw_on.url + "/detect", "POST",
                              json.dumps({"url": "https://shop.example/count/1.jpg"}))], cfg.n)
-        count(fwd.p.pid, [("forwarder forward", fwd.url + "/detect", "POST", bench.records_body("https://shop.example/{n}.jpg")),
+        count(fwd.p.pid, [("forwarder forward", fwd.url + "/detect", "POST", records_body("https://shop.example/{n}.jpg")),
                           ("forwarder variable probe", fwd.url + "/_test/var/upstream_path", "GET", None)], cfg.n)
     finally:
         host.stop_all()

@@ -22,7 +22,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as bench  # noqa: E402
+from gwbench.common import IMAGE, RESULTS, ROOT, die  # noqa: E402
+from gwbench.load import Load, measure, records_body  # noqa: E402
+from gwbench.procs import Host, preflight, raise_nofile  # noqa: E402
+from gwbench.report import fmt, machine_info, summarise  # noqa: E402
+from gwbench.scenarios import rotate  # noqa: E402
 
 
 def main() -> int:
@@ -43,37 +47,41 @@ def main() -> int:
         name, _, path = v.partition("=")
         variants[name] = Path(path).resolve()
         if not variants[name].is_file():
-            bench.die(f"{path}: no such manifest")
+            die(f"{path}: no such manifest")
     cfg.quick = False
     cfg.base_url = None
     cfg.host_bin = None
-    host_bin = bench.preflight(cfg)
-    bench.raise_nofile(1024)
-    machine = bench.machine_info()
+    host_bin = preflight(cfg)
+    raise_nofile(1024)
+    machine = machine_info()
     workdir = Path(tempfile.mkdtemp(prefix="ximilar-gw-variants-"))
     started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     proxy_runs, fast_runs = [], []
     names = ["forwarder", *variants]
-    hosts = {name: bench.Host(host_bin, workdir, variants.get(name, bench.ROOT / "spin.toml")) for name in names}
+    hosts = {}
+    for i, name in enumerate(names):
+        # A folder per host: each numbers its processes and its gateways' state folders from 001.
+        (workdir / str(i)).mkdir()
+        hosts[name] = Host(host_bin, workdir / str(i), variants.get(name, ROOT / "spin.toml"))
     try:
         for rnd in range(cfg.rounds):
-            for name in bench.rotate(names, rnd):
+            for name in rotate(names, rnd):
                 host = hosts[name]
                 mock = host.mock(cfg.latency_ms)
                 svc = None
                 try:
                     svc = host.forwarder(mock) if name == "forwarder" else host.gateway(mock, cache_ttl_s=0)
                     if name == "forwarder":
-                        load = bench.Load(name, svc.url, "/detect", body=bench.records_body(bench.IMAGE), mode="unique")
-                        fast = bench.Load(name, svc.url, "/_test/var/upstream_path", method="GET")
+                        load = Load(name, svc.url, "/detect", body=records_body(IMAGE), mode="unique")
+                        fast = Load(name, svc.url, "/_test/var/upstream_path", method="GET")
                     else:
-                        load = bench.Load(name, svc.url, "/detect", body=json.dumps({"url": bench.IMAGE}), mode="unique")
-                        fast = bench.Load(name, svc.url, "/detect", body="{}", expect="422")
-                    r = bench.measure(cfg, load, cfg.connections, procs={"host": svc, "mock": mock})
+                        load = Load(name, svc.url, "/detect", body=json.dumps({"url": IMAGE}), mode="unique")
+                        fast = Load(name, svc.url, "/detect", body="{}", expect="422")
+                    r = measure(cfg, load, cfg.connections, procs={"host": svc, "mock": mock})
                     r["round"] = rnd
                     proxy_runs.append(r)
                     if not cfg.no_fast:
-                        f = bench.measure(cfg, fast, 16, warmup=2, duration=5, procs={"host": svc})
+                        f = measure(cfg, fast, 16, warmup=2, duration=5, procs={"host": svc})
                         f["round"] = rnd
                         fast_runs.append(f)
                 finally:
@@ -82,7 +90,7 @@ def main() -> int:
         for h in hosts.values():
             h.stop_all()
 
-    proxy, fast = bench.summarise(proxy_runs), bench.summarise(fast_runs)
+    proxy, fast = summarise(proxy_runs), summarise(fast_runs)
     print(f"\nproxy: POST /detect, {cfg.connections} connections, {cfg.latency_ms} ms upstream, cache off "
           f"[medians of {cfg.rounds} rounds x {cfg.duration} s]")
     print(f"  {'variant':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'host CPU µs/req':>17}  vs forwarder")
@@ -93,13 +101,13 @@ def main() -> int:
             vs = (f"p50 {s['p50_ms'] - fw['p50_ms']:+.2f} ms, p99 {s['p99_ms'] - fw['p99_ms']:+.2f} ms, "
                   f"throughput {100 * s['rps'] / fw['rps']:.1f} %")
         print(f"  {name:<22}{s['rps']:>9.1f}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}"
-              f"{bench.fmt(s['host_cpu_us_per_request'], '.0f'):>17}  {vs}")
+              f"{fmt(s['host_cpu_us_per_request'], '.0f'):>17}  {vs}")
     if fast:
         print("\nfast path (16 connections, no upstream): gateway POST /detect {} -> 422; forwarder: variable probe")
         print(f"  {'variant':<22}{'req/s':>9}{'p50 ms':>9}{'host CPU µs/req':>17}")
         for name, s in fast.items():
-            print(f"  {name:<22}{s['rps']:>9.1f}{s['p50_ms']:>9.2f}{bench.fmt(s['host_cpu_us_per_request'], '.0f'):>17}")
-    out = Path(cfg.out) if cfg.out else bench.RESULTS / f"variants-{started}.json"
+            print(f"  {name:<22}{s['rps']:>9.1f}{s['p50_ms']:>9.2f}{fmt(s['host_cpu_us_per_request'], '.0f'):>17}")
+    out = Path(cfg.out) if cfg.out else RESULTS / f"variants-{started}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": " ".join(["python3", *sys.argv]), "machine": machine,
                                "variants": {k: str(v) for k, v in variants.items()},

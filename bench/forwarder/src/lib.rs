@@ -31,11 +31,7 @@ async fn handle(req: Request) -> Answer {
 
 /// The baseline: POST the body upstream and stream the answer back.
 async fn forward(req: Request) -> Answer {
-    let url = format!(
-        "{}{}",
-        var("upstream_url").await,
-        var("upstream_path").await
-    );
+    let url = format!("{}{}", var("upstream_url").await, var("upstream_path").await);
     let token = var("upstream_token").await;
     let timeout_ms = var("upstream_timeout_ms").await;
     let body = req.into_body().bytes().await?;
@@ -44,15 +40,12 @@ async fn forward(req: Request) -> Answer {
     if !token.is_empty() {
         out = out.header("authorization", format!("Token {token}"));
     }
-    let mut out = out
-        .body(FullBody::new(body))
-        .map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
+    let mut out = out.body(FullBody::new(body)).map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
     // Optional: the same first-byte deadline any real gateway sets.
     if let Ok(ms) = timeout_ms.parse::<u64>() {
         let options = RequestOptions::new();
         let _ = options.set_first_byte_timeout(Some(ms * 1_000_000));
-        out.extensions_mut()
-            .insert(RequestOptionsExtension(options));
+        out.extensions_mut().insert(RequestOptionsExtension(options));
     }
 
     match spin_sdk::http::send(out).await {
@@ -77,11 +70,8 @@ async fn test_probe(probe: &str, req: Request) -> Answer {
             Err(e) => text(StatusCode::NOT_FOUND, format!("{e:?}")),
         },
         ["headers"] => {
-            let mut lines: Vec<String> = req
-                .headers()
-                .iter()
-                .map(|(k, v)| format!("{}: {}", k, v.to_str().unwrap_or("<binary>")))
-                .collect();
+            let mut lines: Vec<String> =
+                req.headers().iter().map(|(k, v)| format!("{}: {}", k, v.to_str().unwrap_or("<binary>"))).collect();
             lines.sort();
             text(StatusCode::OK, lines.join("\n"))
         }
@@ -116,9 +106,7 @@ async fn test_probe(probe: &str, req: Request) -> Answer {
             match result {
                 Ok(cas) => match atomics::swap(cas, &body) {
                     Ok(()) => text(StatusCode::OK, "swapped".into()),
-                    Err(atomics::CasError::CasFailed(_)) => {
-                        text(StatusCode::CONFLICT, "cas-failed".into())
-                    }
+                    Err(atomics::CasError::CasFailed(_)) => text(StatusCode::CONFLICT, "cas-failed".into()),
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:?}")),
                 },
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:?}")),
@@ -138,10 +126,7 @@ async fn test_probe(probe: &str, req: Request) -> Answer {
                     None => (StatusCode::NOT_FOUND, Vec::new()),
                 }),
                 "DELETE" => kv.delete(key).await.map(|()| (StatusCode::OK, Vec::new())),
-                _ => kv
-                    .set(key, &body)
-                    .await
-                    .map(|()| (StatusCode::OK, Vec::new())),
+                _ => kv.set(key, &body).await.map(|()| (StatusCode::OK, Vec::new())),
             };
             match result {
                 Ok((status, bytes)) => (status, FullBody::new(Bytes::from(bytes))).into_response(),
@@ -174,11 +159,7 @@ async fn var(name: &str) -> String {
 }
 
 fn header(req: &Request, name: &str) -> String {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+    req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
 fn text(status: StatusCode, body: String) -> Answer {

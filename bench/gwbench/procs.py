@@ -1,0 +1,216 @@
+"""The processes a benchmark starts or measures, and their CPU time."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from .common import BENCH, COLLECTION, COMPONENTS, DETECT_PATH, LUA, ROOT, TOKEN, WASM_DIR, die
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Proc:
+    """A process this script started (stdout/stderr to files), stopped by its pid only."""
+
+    def __init__(self, name: str, cmd: list[str], workdir: Path, env: dict[str, str], ready: str, timeout: float):
+        self.name = name
+        self.cmd = cmd
+        self.out_path = workdir / f"{name}.out"
+        self.err_path = workdir / f"{name}.err"
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.p = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
+                                  cwd=workdir, env=env)
+        self.url = self._wait_ready(re.compile(ready), timeout)
+
+    def _wait_ready(self, pattern: re.Pattern, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.out_path.read_text(errors="replace")
+            m = pattern.search(text)
+            if m:
+                return m.group(1).rstrip("/")
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        err = self.err_path.read_text(errors="replace")[-2000:]
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start ({' '.join(self.cmd)}):\n{err}")
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)  # serve and mock stop on ctrl-c
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._out.close()
+        self._err.close()
+
+
+class Host:
+    """Starts the mock, the forwarder and the gateway on the test host, on free loopback ports."""
+
+    def __init__(self, host_bin: Path, workdir: Path, gateway_manifest: Path):
+        self.bin = host_bin
+        self.gateway_manifest = gateway_manifest
+        self.workdir = workdir
+        # Hermetic: the gateway's env provider must not see the caller's XIMILAR_* settings.
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("XIMILAR_", "SPIN_VARIABLE_"))}
+        self.seq = 0
+        self.live: list[Proc] = []
+
+    def _start(self, name: str, args: list[str], ready: str) -> Proc:
+        self.seq += 1
+        p = Proc(f"{self.seq:03d}-{name}", [str(self.bin), *args], self.workdir, self.env, ready, timeout=120)
+        self.live.append(p)
+        return p
+
+    def mock(self, latency_ms: int) -> Proc:
+        return self._start("mock", ["mock", "--listen", "127.0.0.1:0", "--latency-ms", str(latency_ms),
+                                    "--token", TOKEN, "--collection-id", COLLECTION],
+                           r"mock Ximilar listening on (http://\S+)")
+
+    def forwarder(self, mock: Proc) -> Proc:
+        return self._start("forwarder", [
+            "serve", "--manifest", str(BENCH / "forwarder" / "spin.toml"), "--listen", "127.0.0.1:0",
+            "--variable", f"upstream_url={mock.url}",
+            "--variable", f"upstream_path={DETECT_PATH}",
+            "--variable", f"upstream_token={TOKEN}",
+            # The same per-try deadline the gateway sets (attempt_timeout_ms, 10 s).
+            "--variable", "upstream_timeout_ms=10000",
+        ], r"serving on (http://\S+)")
+
+    def gateway(self, mock: Proc, cache_ttl_s: int, runtime_config: str = "default") -> Proc:
+        # A fresh copy per start, in its own folder: a store `path` is relative to the
+        # runtime config (as in Spin), so every gateway starts with empty stores.
+        rc_dir = self.workdir / f"{self.seq + 1:03d}-state"
+        rc_dir.mkdir()
+        rc = rc_dir / "runtime-config.toml"
+        rc.write_text(runtime_config_text(runtime_config))
+        return self._start("gateway", [
+            "serve", "--manifest", str(self.gateway_manifest),
+            "--runtime-config-file", str(rc), "--listen", "127.0.0.1:0",
+            "--variable", f"api_url={mock.url}",
+            "--variable", f"api_token={TOKEN}",
+            "--variable", f"collection_id={COLLECTION}",
+            "--variable", f"cache_ttl_s={cache_ttl_s}",
+        ], r"serving on (http://\S+)")
+
+    def stop(self, *procs: Proc) -> None:
+        for p in procs:
+            if p is not None and p in self.live:
+                p.stop()
+                self.live.remove(p)
+
+    def stop_all(self) -> None:
+        self.stop(*list(reversed(self.live)))
+
+
+class External:
+    """Stands in for Proc when the target is already running."""
+
+    def __init__(self, url):
+        self.url = url
+
+
+# ---------------------------------------------------------------- runtime configs
+
+
+# The runtime configurations a gateway can be measured with on the test host, whose
+# key-value model is Spin's SQLite store (tests/host/src/kv/sqlite.rs). Redis is not
+# modelled there: measure it on a real `spin up` with --base-url.
+RUNTIME_CONFIGS = {
+    "default": None,  # the repository's runtime-config.toml
+    "memory": {"cache": {}, "metrics": {}},
+    "file": {"cache": {"path": ".spin/cache.db"}, "metrics": {}},
+}
+
+
+def runtime_config_text(name: str) -> str:
+    if name not in RUNTIME_CONFIGS:
+        die(f"unknown runtime config {name!r}: one of {', '.join(RUNTIME_CONFIGS)}")
+    text = (ROOT / "runtime-config.toml").read_text()
+    stores = RUNTIME_CONFIGS[name]
+    if stores is None:
+        return text
+    # Keep the variables providers; replace the stores (all Spin's SQLite store).
+    text = text.split("[key_value_store.", 1)[0]
+    for label, options in stores.items():
+        text += f'\n[key_value_store.{label}]\ntype = "spin"\n'
+        text += "".join(f'{k} = "{v}"\n' for k, v in options.items())
+    return text
+
+
+def gateway_target(runtime_config: str) -> str:
+    return "gateway" if runtime_config == "default" else f"gateway[{runtime_config}]"
+
+
+# ---------------------------------------------------------------- CPU time, limits, preflight
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def settle(procs: dict, idle_share: float = 0.05, limit: float = 20.0) -> None:
+    """After a warm-up, wait until the processes are idle: wrk drops its connections with
+    requests in flight, and a server may still be working on them (or waiting on the slow
+    upstream) when the measured run starts."""
+    pids = [p.p.pid for p in procs.values()]
+    if not pids:
+        return
+    deadline = time.monotonic() + limit
+    last = sum(cpu_seconds(pid) or 0 for pid in pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = sum(cpu_seconds(pid) or 0 for pid in pids)
+        if now - last <= 0.25 * idle_share:
+            return
+        last = now
+
+
+def preflight(cfg) -> Path | None:
+    """Dies (exit 2) naming whatever the benchmark needs and cannot find; returns the test
+    host binary (None in --base-url mode)."""
+    missing = []
+    if not shutil.which("wrk"):
+        missing.append("wrk (the load generator): apt-get install -y wrk")
+    if not LUA.exists():
+        missing.append(f"{LUA}")
+    host_bin = None
+    if not cfg.base_url:
+        host_bin = Path(cfg.host_bin) if cfg.host_bin else ROOT / "target" / "release" / "spin-test-host"
+        if not host_bin.exists():
+            missing.append(f"{host_bin}: cargo build --release -p spin-test-host")
+        wasm = [c for c in COMPONENTS if not (WASM_DIR / f"{c}.wasm").exists()]
+        if wasm:
+            missing.append("components " + ", ".join(wasm) + ": cargo build --target wasm32-wasip2 --release "
+                           + " ".join(f"-p {c}" for c in COMPONENTS))
+    if missing:
+        die("missing:\n  " + "\n  ".join(missing))
+    return host_bin
+
+
+def raise_nofile(need: int) -> int:
+    """Raises this process's open-file limit (inherited by everything it starts) towards `need`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -1,0 +1,253 @@
+"""The scenarios: a, b, e (overhead), c (cache hit vs miss), d (fast paths) on the test host,
+and the --base-url mode against an already-running gateway."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import uuid
+
+from .common import DETECT_PATH, IMAGE, TOKEN, die, log
+from .load import Load, http, log_run, measure, mock_credits, records_body, run_wrk, scrape, series_sum, wait_http
+from .procs import External, Host, Proc, cpu_seconds, gateway_target, settle
+from .report import overhead, summarise
+
+
+def rotate(items: list, k: int) -> list:
+    """The order of round k: rounds interleave the targets, each round starting one further."""
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+# ---------------------------------------------------------------- scenarios (test host)
+
+
+def overhead_loads(mock: Proc | None, fwd: Proc | None, gw: Proc | None, gw_name: str = "gateway") -> dict[str, Load]:
+    loads = {}
+    if mock:
+        loads["mock"] = Load("mock", mock.url, DETECT_PATH, body=records_body(IMAGE), mode="unique",
+                             headers={"Authorization": f"Token {TOKEN}"})
+    if fwd:
+        loads["forwarder"] = Load("forwarder", fwd.url, "/detect", body=records_body(IMAGE), mode="unique")
+    if gw:
+        loads[gw_name] = Load(gw_name, gw.url, "/detect", body=json.dumps({"url": IMAGE}), mode="unique")
+    return loads
+
+
+def scenario_overhead(cfg, host: Host, key: str, connections: int, latency_ms: int) -> dict:
+    """a / b / e: mock direct, forwarder, and the gateway with its cache on and every request
+    a miss (unique URLs), once per runtime config; fresh processes per measurement."""
+    log(f"scenario {key}: {connections} connections, {latency_ms} ms upstream, "
+        f"{cfg.rounds} round(s) x {cfg.warmup}+{cfg.duration} s")
+    runs = []
+    gateways = {gateway_target(rc): rc for rc in cfg.runtime_configs}
+    targets = ["mock", "forwarder", *gateways]
+    for rnd in range(cfg.rounds):
+        for name in rotate(targets, rnd):
+            mock = host.mock(latency_ms)
+            svc = None
+            try:
+                if name == "forwarder":
+                    svc = host.forwarder(mock)
+                elif name in gateways:
+                    svc = host.gateway(mock, cache_ttl_s=3600, runtime_config=gateways[name])
+                loads = overhead_loads(mock if name == "mock" else None,
+                                       svc if name == "forwarder" else None,
+                                       svc if name in gateways else None, gw_name=name)
+                r = measure(cfg, loads[name], connections, procs={"host": svc, "mock": mock})
+                r["round"] = rnd
+                runs.append(r)
+            finally:
+                host.stop(svc, mock)
+    summary = summarise(runs)
+    return {
+        "scenario": key,
+        "connections": connections,
+        "upstream_latency_ms": latency_ms,
+        "runs": runs,
+        "summary": summary,
+        "overhead": {name: overhead(summary, name, "forwarder") for name in gateways}
+                    | {"forwarder": overhead(summary, "forwarder", "mock")},
+    }
+
+
+def cache_phase(cfg, gw: Proc, mock: Proc, load: Load, connections: int, token: str = TOKEN) -> dict:
+    c0 = mock_credits(mock.url, token)
+    procs = {k: v for k, v in (("host", gw), ("mock", mock)) if getattr(v, "p", None) is not None}
+    if cfg.warmup > 0:
+        run_wrk(cfg, load, connections, cfg.warmup)
+        settle(procs)
+    c1, m1 = mock_credits(mock.url, token), scrape(gw.url)
+    before = {k: cpu_seconds(v.p.pid) for k, v in procs.items()}
+    r = run_wrk(cfg, load, connections, cfg.duration)
+    after = {k: cpu_seconds(v.p.pid) for k, v in procs.items()}
+    r["cpu_us_per_request"] = {
+        k: (after[k] - before[k]) * 1e6 / r["requests"] if r["requests"] and None not in (before[k], after[k]) else None
+        for k in procs
+    }
+    time.sleep(0.5)  # requests in flight when wrk stopped still finish
+    c2, m2 = mock_credits(mock.url, token), scrape(gw.url)
+
+    def d(m_after, m_before, name, **labels):
+        return series_sum(m_after, name, **labels) - series_sum(m_before, name, **labels)
+
+    r["upstream_calls_measured"] = (c2 - c1) if None not in (c1, c2) else None
+    r["upstream_calls_warmup"] = (c1 - c0) if None not in (c0, c1) else None
+    r["metrics_delta"] = {
+        "gateway_cache_hits_total": d(m2, m1, "gateway_cache_hits_total", handler="detect"),
+        "gateway_cache_misses_total": d(m2, m1, "gateway_cache_misses_total", handler="detect"),
+        "ximilar_requests_total": d(m2, m1, "ximilar_requests_total", endpoint="detect_tags"),
+    }
+    log_run(load.name, connections, r, f"  HIT {r['responses']['cache_hit']} MISS {r['responses']['cache_miss']}  "
+            f"upstream calls {r['upstream_calls_measured']}")
+    return r
+
+
+def scenario_cache(cfg, host: Host, connections: int, latency_ms: int) -> dict:
+    """c: one gateway with the cache on; a repeated URL (hits) vs unique URLs (misses)."""
+    log(f"scenario c: cache hit vs miss, {connections} connections, {latency_ms} ms upstream")
+    runs = []
+    for rnd in range(cfg.rounds):
+        mock = host.mock(latency_ms)
+        gw = None
+        try:
+            gw = host.gateway(mock, cache_ttl_s=3600)
+            hit_url = f"https://shop.example/bench/repeated-{uuid.uuid4().hex[:8]}.jpg"
+            body = json.dumps({"url": hit_url}).encode()
+            first = http("POST", gw.url + "/detect", body, {"Content-Type": "application/json"})
+            second = http("POST", gw.url + "/detect", body, {"Content-Type": "application/json"})
+            primed = (first[0] == 200 and second[0] == 200 and second[1].get("x-cache") == "HIT")
+            loads = {
+                "hit": Load("detect hit", gw.url, "/detect", body=body.decode(), mode="static"),
+                "miss": Load("detect miss", gw.url, "/detect", body=json.dumps({"url": IMAGE}), mode="unique"),
+            }
+            for phase in rotate(["hit", "miss"], rnd):
+                r = cache_phase(cfg, gw, mock, loads[phase], connections)
+                r["round"] = rnd
+                r["phase"] = phase
+                r["primed"] = primed
+                runs.append(r)
+        finally:
+            host.stop(gw, mock)
+    return cache_result(runs, connections, latency_ms)
+
+
+def cache_result(runs, connections, latency_ms):
+    summary = summarise(runs)
+    hits = [r for r in runs if r["phase"] == "hit"]
+    misses = [r for r in runs if r["phase"] == "miss"]
+    h, m = summary.get("detect hit"), summary.get("detect miss")
+    upstream_in_hits = [r["upstream_calls_measured"] for r in hits]
+    check = {
+        "hit_upstream_calls": upstream_in_hits,
+        "hit_all_x_cache_hit": all(r["responses"]["cache_hit"] == r["responses"]["2xx"] > 0 for r in hits),
+        "miss_all_x_cache_miss": all(r["responses"]["cache_miss"] == r["responses"]["2xx"] > 0 for r in misses),
+        "hit_without_upstream_call": all(x == 0 for x in upstream_in_hits) if upstream_in_hits and None not in upstream_in_hits else None,
+        "hit_faster": (h["p50_ms"] < m["p50_ms"] and h["rps"] > m["rps"]) if h and m else None,
+    }
+    return {"scenario": "c", "connections": connections, "upstream_latency_ms": latency_ms,
+            "runs": runs, "summary": summary, "cache": check}
+
+
+def scenario_fastpath(cfg, host: Host, connections: int) -> dict:
+    """d: no upstream work. What the pipeline and its metrics increments cost."""
+    log(f"scenario d: fast paths without upstream, {connections} connections")
+    runs = []
+    names = ["fwd var probe", "fwd kv-increment probe", "fwd stderr-line probe",
+             "gw 405 GET /detect", "gw 422 POST /detect {}", "gw GET /metrics"]
+    for rnd in range(cfg.rounds):
+        mock = host.mock(0)
+        fwd = gw = None
+        try:
+            fwd = host.forwarder(mock)
+            gw = host.gateway(mock, cache_ttl_s=0)
+            loads = {
+                names[0]: Load(names[0], fwd.url, "/_test/var/upstream_path", method="GET"),
+                names[1]: Load(names[1], fwd.url, "/_test/incr/default/bench", method="POST"),
+                names[2]: Load(names[2], fwd.url, "/_test/log/bench-log-line-of-about-forty-bytes", method="GET"),
+                names[3]: Load(names[3], gw.url, "/detect", method="GET", expect="405"),
+                names[4]: Load(names[4], gw.url, "/detect", method="POST", body="{}", expect="422"),
+                names[5]: Load(names[5], gw.url, "/metrics", method="GET"),
+            }
+            for name in rotate(names, rnd):
+                svc = fwd if name.startswith("fwd") else gw
+                r = measure(cfg, loads[name], connections, warmup=cfg.fast_warmup, duration=cfg.fast_duration,
+                            procs={"host": svc})
+                r["round"] = rnd
+                runs.append(r)
+            # Series in the store after the round: /metrics reads all of them.
+            r_m = scrape(gw.url)
+            for r in runs[-len(names):]:
+                r["metrics_series_after_round"] = len(r_m)
+        finally:
+            host.stop(gw, fwd, mock)
+    summary = summarise(runs)
+    return {"scenario": "d", "connections": connections, "runs": runs, "summary": summary}
+
+
+# ---------------------------------------------------------------- base-url mode
+
+
+def check_loopback(url: str, allow: bool) -> str:
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        die(f"not an http(s) URL: {url}")
+    if not allow and u.hostname not in ("127.0.0.1", "localhost", "::1"):
+        die(f"{url} is not on loopback; pass --allow-non-loopback if you really mean it")
+    return url.rstrip("/")
+
+
+def run_base_url(cfg) -> list[dict]:
+    gw = External(check_loopback(cfg.base_url, cfg.allow_non_loopback))
+    fwd = External(check_loopback(cfg.forwarder_url, cfg.allow_non_loopback)) if cfg.forwarder_url else None
+    mock = External(check_loopback(cfg.mock_url, cfg.allow_non_loopback)) if cfg.mock_url else None
+    token = cfg.token or TOKEN
+    for t in (gw, fwd, mock):
+        if t:
+            try:
+                wait_http(t.url + "/", timeout=5)
+            except OSError as e:
+                die(f"cannot reach {t.url}: {e}", 1)
+    loads = overhead_loads(mock, fwd, gw)
+    if mock:
+        loads["mock"].headers = {"Authorization": f"Token {token}"}
+    log(f"base-url: {cfg.connections} connections, {cfg.rounds} round(s) x {cfg.warmup}+{cfg.duration} s")
+    runs = []
+    for rnd in range(cfg.rounds):
+        for name in rotate(list(loads), rnd):
+            r = measure(cfg, loads[name], cfg.connections)
+            r["round"] = rnd
+            runs.append(r)
+    summary = summarise(runs)
+    out = [{
+        "scenario": "external",
+        "connections": cfg.connections,
+        "upstream_latency_ms": cfg.upstream_latency_ms,
+        "runs": runs,
+        "summary": summary,
+        "overhead": {"gateway": overhead(summary, "gateway", "forwarder"),
+                     "forwarder": overhead(summary, "forwarder", "mock")},
+    }]
+    if not cfg.no_cache_check:
+        log("base-url: cache hit vs miss on the gateway")
+        hit_url = f"https://shop.example/bench/repeated-{uuid.uuid4().hex[:8]}.jpg"
+        body = json.dumps({"url": hit_url})
+        st = [http("POST", gw.url + "/detect", body.encode(), {"Content-Type": "application/json"}) for _ in range(2)]
+        if st[1][1].get("x-cache") != "HIT":
+            log(f"  the gateway does not cache (second answer: {st[1][0]}, x-cache {st[1][1].get('x-cache')}); skipped")
+        else:
+            cruns = []
+            for rnd in range(cfg.rounds):
+                for phase in rotate(["hit", "miss"], rnd):
+                    load = (Load("detect hit", gw.url, "/detect", body=body) if phase == "hit" else
+                            Load("detect miss", gw.url, "/detect", body=json.dumps({"url": IMAGE}), mode="unique"))
+                    if mock:
+                        r = cache_phase(cfg, gw, mock, load, cfg.connections, token)
+                    else:
+                        r = measure(cfg, load, cfg.connections)
+                        r["upstream_calls_measured"] = None
+                    r["round"], r["phase"], r["primed"] = rnd, phase, True
+                    cruns.append(r)
+            out.append(cache_result(cruns, cfg.connections, cfg.upstream_latency_ms))
+    return out
