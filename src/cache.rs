@@ -102,7 +102,8 @@ mod tests {
 
     #[test]
     fn slots_are_bounded_stable_and_spread() {
-        let slots: std::collections::HashSet<String> = (0..50_000).map(|i| slot(&format!("tag:https://a.example/{i}.jpg"))).collect();
+        let slots: std::collections::HashSet<String> =
+            (0..50_000).map(|i| slot(&format!("tag:https://a.example/{i}.jpg"))).collect();
         // A uniform hash fills 1 - e^(-50000/16384), about 95 %, of the slots.
         assert!(slots.len() as u64 <= SLOTS && slots.len() > 15_300, "{} slots used", slots.len());
         assert!(slots.iter().all(|s| s.starts_with(PREFIX) && s.len() == PREFIX.len() + 4));
@@ -114,7 +115,10 @@ mod tests {
 
     #[test]
     fn keys_follow_url_normalisation_and_keep_the_query() {
-        assert_eq!(detect_key(&url("HTTPS://A.example:443/x.jpg?s=1")), detect_key(&url("https://a.example/x.jpg?s=1")));
+        assert_eq!(
+            detect_key(&url("HTTPS://A.example:443/x.jpg?s=1")),
+            detect_key(&url("https://a.example/x.jpg?s=1"))
+        );
         assert_ne!(detect_key(&url("https://a.example/x.jpg?s=1")), detect_key(&url("https://a.example/x.jpg?s=2")));
         assert_ne!(tag_key(&url("https://a.example/x.jpg#xywh=1,1,2,2")), tag_key(&url("https://a.example/x.jpg")));
         let u = url("https://a.example/x.jpg");

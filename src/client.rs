@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use crate::contract::ApiError;
 use crate::retry::{RetryPolicy, RetryReason};
 use crate::ximilar::UpstreamRequest;
 
@@ -43,11 +42,32 @@ pub trait Clock {
     fn random_unit(&self) -> f64;
 }
 
-/// How one try went, for logs and metrics (`ximilar_requests_total{status}`).
+/// How one try ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Status(u16),
+    Timeout,
+    Connect,
+    /// The connection failed after the request was sent, or the host refused it.
+    Error,
+}
+
+impl Outcome {
+    /// The `status` label of `ximilar_requests_total`: the HTTP status, or `timeout`, `connect`, `error`.
+    pub fn label(self) -> String {
+        match self {
+            Outcome::Status(status) => status.to_string(),
+            Outcome::Timeout => "timeout".into(),
+            Outcome::Connect => "connect".into(),
+            Outcome::Error => "error".into(),
+        }
+    }
+}
+
+/// How one try went, for logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
-    /// The HTTP status, or `timeout`, `connect`, `error`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub duration: Duration,
 }
 
@@ -69,27 +89,6 @@ pub enum CallError {
     Transport(String),
 }
 
-impl CallError {
-    /// The answer our caller gets (DESIGN §3).
-    pub fn to_api_error(&self) -> ApiError {
-        match self {
-            CallError::Exhausted { last: RetryReason::TooManyRequests | RetryReason::Unavailable | RetryReason::Connect, retry_after } => {
-                ApiError::new(503, "upstream_unavailable", "Ximilar is unavailable or rate-limiting; retries exhausted")
-                    .with_retry_after(retry_after.as_secs_f64().ceil() as u32)
-            }
-            CallError::Exhausted { last: RetryReason::BadGateway, .. } => {
-                ApiError::new(502, "upstream_error", "Ximilar kept answering 502; retries exhausted")
-            }
-            CallError::Exhausted { last: RetryReason::GatewayTimeout | RetryReason::Timeout, .. } | CallError::Deadline => {
-                ApiError::new(504, "upstream_timeout", "Ximilar did not answer within the gateway's deadline")
-            }
-            CallError::Transport(_) => {
-                ApiError::new(502, "upstream_unreachable", "the connection to Ximilar failed before it answered")
-            }
-        }
-    }
-}
-
 /// Sends `request`, retrying transient failures per `policy`, until `deadline`
 /// (a [`Clock::now`] value). Non-retryable HTTP statuses come back as responses.
 pub async fn call<T: Transport, C: Clock>(
@@ -109,10 +108,10 @@ pub async fn call<T: Transport, C: Clock>(
         let budget = (deadline - started).min(policy.attempt_timeout);
         let result = transport.send(request, budget).await;
         let outcome = match &result {
-            Ok(response) => response.status.to_string(),
-            Err(TransportError::Connect) => "connect".into(),
-            Err(TransportError::Timeout) => "timeout".into(),
-            Err(TransportError::Other(_)) => "error".into(),
+            Ok(response) => Outcome::Status(response.status),
+            Err(TransportError::Connect) => Outcome::Connect,
+            Err(TransportError::Timeout) => Outcome::Timeout,
+            Err(TransportError::Other(_)) => Outcome::Error,
         };
         log.attempts.push((request.endpoint, Attempt { outcome, duration: clock.now().saturating_sub(started) }));
 
@@ -190,7 +189,12 @@ pub(crate) mod fakes {
 
     impl<'c> Scripted<'c> {
         pub fn new(clock: &'c FakeClock, script: Vec<Result<UpstreamResponse, TransportError>>) -> Self {
-            Scripted { clock, script: RefCell::new(script.into()), budgets: RefCell::default(), latency: Duration::from_millis(50) }
+            Scripted {
+                clock,
+                script: RefCell::new(script.into()),
+                budgets: RefCell::default(),
+                latency: Duration::from_millis(50),
+            }
         }
         pub fn tries(&self) -> usize {
             self.budgets.borrow().len()
@@ -223,7 +227,13 @@ mod tests {
     use crate::ximilar::Endpoint;
 
     fn request() -> UpstreamRequest {
-        UpstreamRequest { endpoint: Endpoint::DetectTags, method: "POST", url: "http://x/".into(), headers: vec![], body: None }
+        UpstreamRequest {
+            endpoint: Endpoint::DetectTags,
+            method: "POST",
+            url: "http://x/".into(),
+            headers: vec![],
+            body: None,
+        }
     }
 
     fn policy(max_retries: u32) -> RetryPolicy {
@@ -236,7 +246,11 @@ mod tests {
         }
     }
 
-    fn run(script: Vec<Result<UpstreamResponse, TransportError>>, policy: RetryPolicy, deadline: Duration) -> (Result<UpstreamResponse, CallError>, usize, Vec<Duration>, CallLog) {
+    fn run(
+        script: Vec<Result<UpstreamResponse, TransportError>>,
+        policy: RetryPolicy,
+        deadline: Duration,
+    ) -> (Result<UpstreamResponse, CallError>, usize, Vec<Duration>, CallLog) {
         let clock = FakeClock::default();
         clock.draw.set(0.5);
         let transport = Scripted::new(&clock, script);
@@ -251,7 +265,7 @@ mod tests {
         let (result, tries, sleeps, log) = run(vec![status(200)], policy(3), Duration::from_secs(30));
         assert_eq!(result.unwrap().status, 200);
         assert_eq!((tries, sleeps.len(), log.retries.len()), (1, 0, 0));
-        assert_eq!(log.attempts[0].1.outcome, "200");
+        assert_eq!(log.attempts[0].1.outcome, Outcome::Status(200));
     }
 
     #[test]
@@ -275,14 +289,24 @@ mod tests {
     }
 
     #[test]
-    fn exhausted_429_is_503_with_retry_after_after_four_tries() {
-        let (result, tries, _, log) = run(vec![status(429); 4], policy(3), Duration::from_secs(30));
-        let err = result.unwrap_err();
+    fn exhausted_429_after_four_tries_suggests_the_next_backoff() {
+        let p = RetryPolicy { base_backoff: Duration::from_millis(300), ..policy(3) };
+        let (result, tries, _, log) = run(vec![status(429); 4], p, Duration::from_secs(30));
         assert_eq!(tries, 4);
         assert_eq!(log.retries.len(), 3);
-        let api = err.to_api_error();
-        assert_eq!((api.status, api.code), (503, "upstream_unavailable"));
-        assert!(api.retry_after.unwrap() >= 1);
+        // No Retry-After from upstream: the backoff ceiling after 3 retries, min(2 s, 300 ms × 2³).
+        let retry_after = Duration::from_secs(2);
+        assert_eq!(result.unwrap_err(), CallError::Exhausted { last: RetryReason::TooManyRequests, retry_after });
+    }
+
+    #[test]
+    fn exhausted_with_retry_after_passes_it_on_and_never_below_a_second() {
+        let (result, _, _, _) = run(vec![status_with_retry_after(503, 4)], policy(0), Duration::from_secs(30));
+        let retry_after = Duration::from_secs(4);
+        assert_eq!(result.unwrap_err(), CallError::Exhausted { last: RetryReason::Unavailable, retry_after });
+        let (result, _, _, _) = run(vec![status(503)], policy(0), Duration::from_secs(30));
+        let retry_after = Duration::from_secs(1);
+        assert_eq!(result.unwrap_err(), CallError::Exhausted { last: RetryReason::Unavailable, retry_after });
     }
 
     #[test]
@@ -305,17 +329,23 @@ mod tests {
         let (result, tries, _, _) = run(vec![Err(TransportError::Timeout)], policy(3), Duration::from_secs(1));
         assert_eq!(result.unwrap_err(), CallError::Deadline);
         assert_eq!(tries, 1);
-        assert_eq!(CallError::Deadline.to_api_error().status, 504);
     }
 
     #[test]
     fn each_try_gets_at_most_the_attempt_timeout_and_the_remaining_budget() {
         let p = RetryPolicy { attempt_timeout: Duration::from_secs(4), ..policy(3) };
         let clock = FakeClock::default();
-        let transport = Scripted::new(&clock, vec![Err(TransportError::Timeout), Err(TransportError::Timeout), Err(TransportError::Timeout)]);
-        let result = block_on(call(&transport, &clock, &p, Duration::from_secs(10), &request(), &mut CallLog::default()));
+        let transport = Scripted::new(
+            &clock,
+            vec![Err(TransportError::Timeout), Err(TransportError::Timeout), Err(TransportError::Timeout)],
+        );
+        let result =
+            block_on(call(&transport, &clock, &p, Duration::from_secs(10), &request(), &mut CallLog::default()));
         assert_eq!(result.unwrap_err(), CallError::Deadline);
-        assert_eq!(*transport.budgets.borrow(), vec![Duration::from_secs(4), Duration::from_secs(4), Duration::from_secs(2)]);
+        assert_eq!(
+            *transport.budgets.borrow(),
+            vec![Duration::from_secs(4), Duration::from_secs(4), Duration::from_secs(2)]
+        );
         assert!(clock.now() <= Duration::from_secs(10));
     }
 
@@ -329,18 +359,18 @@ mod tests {
 
     #[test]
     fn denied_or_broken_transport_is_not_retried() {
-        let (result, tries, _, _) = run(vec![Err(TransportError::Other("denied".into()))], policy(3), Duration::from_secs(30));
+        let (result, tries, _, log) =
+            run(vec![Err(TransportError::Other("denied".into()))], policy(3), Duration::from_secs(30));
         assert_eq!(tries, 1);
-        let api = result.unwrap_err().to_api_error();
-        assert_eq!((api.status, api.code), (502, "upstream_unreachable"));
-        assert!(!api.detail.contains("denied"));
+        assert_eq!(result.unwrap_err(), CallError::Transport("denied".into()));
+        assert_eq!(log.attempts[0].1.outcome, Outcome::Error);
     }
 
     #[test]
-    fn exhausted_502_and_504_map_to_502_and_504() {
+    fn exhausted_502_and_504_keep_their_reason() {
         let (r, _, _, _) = run(vec![status(502); 2], policy(1), Duration::from_secs(30));
-        assert_eq!(r.unwrap_err().to_api_error().status, 502);
+        assert!(matches!(r, Err(CallError::Exhausted { last: RetryReason::BadGateway, .. })));
         let (r, _, _, _) = run(vec![status(504); 2], policy(1), Duration::from_secs(30));
-        assert_eq!(r.unwrap_err().to_api_error().status, 504);
+        assert!(matches!(r, Err(CallError::Exhausted { last: RetryReason::GatewayTimeout, .. })));
     }
 }

@@ -257,10 +257,7 @@ fn normalise(name: &str) -> String {
 }
 
 fn lookup(table: &'static [(&'static str, &'static str)], key: &str) -> Option<&'static str> {
-    table
-        .binary_search_by(|(k, _)| (*k).cmp(key))
-        .ok()
-        .map(|i| table[i].1)
+    table.binary_search_by(|(k, _)| (*k).cmp(key)).ok().map(|i| table[i].1)
 }
 
 #[cfg(test)]
@@ -437,26 +434,13 @@ mod tests {
 
     #[test]
     fn normalisation() {
-        for s in [
-            "light blue",
-            "Light Blue",
-            "light-blue",
-            "light_blue",
-            "LIGHTBLUE",
-            "  light  blue \t",
-        ] {
+        for s in ["light blue", "Light Blue", "light-blue", "light_blue", "LIGHTBLUE", "  light  blue \t"] {
             assert_eq!(hex_for(s), Some("#ADD8E6"), "{s:?}");
         }
         assert_eq!(hex_for("Dark Grey"), Some("#A9A9A9"));
         assert_eq!(hex_for("light grey"), Some("#D3D3D3"));
         assert_eq!(hex_for("Rebecca Purple"), Some("#663399"));
-        for s in [
-            "off white",
-            "off-white",
-            "offwhite",
-            "Off-White",
-            "OFF_WHITE",
-        ] {
+        for s in ["off white", "off-white", "offwhite", "Off-White", "OFF_WHITE"] {
             assert_eq!(hex_for(s), Some("#FAF9F6"), "{s:?}");
         }
         assert_eq!(hex_for("Navy Blue"), hex_for("navy"));
@@ -524,12 +508,7 @@ mod tests {
 
     fn check_table(table: &[(&str, &str)]) {
         for w in table.windows(2) {
-            assert!(
-                w[0].0 < w[1].0,
-                "not strictly sorted: {:?} then {:?}",
-                w[0].0,
-                w[1].0
-            );
+            assert!(w[0].0 < w[1].0, "not strictly sorted: {:?} then {:?}", w[0].0, w[1].0);
         }
         for (name, _) in table {
             assert!(!name.is_empty());
@@ -543,10 +522,7 @@ mod tests {
         check_table(CSS);
         check_table(FASHION);
         for (name, _) in FASHION {
-            assert!(
-                CSS.binary_search_by(|(k, _)| k.cmp(name)).is_err(),
-                "{name:?} is a CSS name"
-            );
+            assert!(CSS.binary_search_by(|(k, _)| k.cmp(name)).is_err(), "{name:?} is a CSS name");
         }
     }
 
@@ -554,11 +530,8 @@ mod tests {
     fn values_are_upper_hex() {
         for (name, hex) in CSS.iter().chain(FASHION) {
             let b = hex.as_bytes();
-            let ok = b.len() == 7
-                && b[0] == b'#'
-                && b[1..]
-                    .iter()
-                    .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c));
+            let ok =
+                b.len() == 7 && b[0] == b'#' && b[1..].iter().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c));
             assert!(ok, "{name:?} has bad value {hex:?}");
         }
     }
@@ -567,10 +540,7 @@ mod tests {
     fn every_css_name_present() {
         assert_eq!(CSS.len(), CSS_NAMES.len());
         for name in CSS_NAMES {
-            assert!(
-                CSS.binary_search_by(|(k, _)| (*k).cmp(name)).is_ok(),
-                "missing CSS name {name:?}"
-            );
+            assert!(CSS.binary_search_by(|(k, _)| (*k).cmp(name)).is_ok(), "missing CSS name {name:?}");
             assert!(hex_for(name).is_some());
         }
     }

@@ -1,4 +1,4 @@
-//! The orchestrator contract (DESIGN §3): request parsing and validation, answer
+//! The orchestrator contract (README, openapi.yaml): request parsing and validation, answer
 //! shapes, and the error body. Nothing here knows about Spin or Ximilar.
 
 use serde::{Deserialize, Serialize};
@@ -61,8 +61,7 @@ impl ApiError {
 
     /// The JSON body: `{"detail": ..., "code": ...}` (FastAPI's shape plus a code).
     pub fn body(&self) -> Vec<u8> {
-        serde_json::to_vec(&ErrorBody { detail: &self.detail, code: self.code })
-            .expect("error body serialises")
+        serde_json::to_vec(&ErrorBody { detail: &self.detail, code: self.code }).expect("error body serialises")
     }
 }
 
@@ -135,12 +134,10 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 
 fn required_url(obj: &Map<String, Value>, field: &str) -> Result<ImageUrl, ApiError> {
     match obj.get(field) {
-        None | Some(Value::Null) => Err(ApiError::invalid(
-            "missing_field",
-            format!("field '{field}' is required"),
-        )),
-        Some(Value::String(s)) => urls::parse_image_url(s)
-            .map_err(|why| ApiError::invalid("invalid_url", format!("field '{field}': {why}"))),
+        None | Some(Value::Null) => Err(ApiError::invalid("missing_field", format!("field '{field}' is required"))),
+        Some(Value::String(s)) => {
+            urls::parse_image_url(s).map_err(|why| ApiError::invalid("invalid_url", format!("field '{field}': {why}")))
+        }
         Some(_) => Err(wrong_type(field, "a string")),
     }
 }
@@ -254,8 +251,9 @@ mod tests {
         let req = parse_search_request(br#"{"crop_url": "https://a.example/i.jpg#xywh=1,2,3,4"}"#).unwrap();
         assert_eq!((req.top_k, req.category), (DEFAULT_TOP_K, None));
 
-        let req = parse_search_request(br#"{"crop_url": "https://a.example/i.jpg", "category": "jacket", "top_k": 100}"#)
-            .unwrap();
+        let req =
+            parse_search_request(br#"{"crop_url": "https://a.example/i.jpg", "category": "jacket", "top_k": 100}"#)
+                .unwrap();
         assert_eq!((req.top_k, req.category.as_deref()), (100, Some("jacket")));
 
         for bad in [r#"0"#, "101", "-1", "2.5", r#""10""#, "true"] {
@@ -263,9 +261,14 @@ mod tests {
             let err = parse_search_request(body.as_bytes()).unwrap_err();
             assert_eq!((err.status, err.code), (422, "invalid_field"), "top_k {bad}");
         }
-        let accented = serde_json::json!({"crop_url": "https://a.example/i.jpg", "category": "é".repeat(MAX_CATEGORY_LEN)});
-        assert!(parse_search_request(accented.to_string().as_bytes()).is_ok(), "the limit counts characters, not bytes");
-        let over = serde_json::json!({"crop_url": "https://a.example/i.jpg", "category": "é".repeat(MAX_CATEGORY_LEN + 1)});
+        let accented =
+            serde_json::json!({"crop_url": "https://a.example/i.jpg", "category": "é".repeat(MAX_CATEGORY_LEN)});
+        assert!(
+            parse_search_request(accented.to_string().as_bytes()).is_ok(),
+            "the limit counts characters, not bytes"
+        );
+        let over =
+            serde_json::json!({"crop_url": "https://a.example/i.jpg", "category": "é".repeat(MAX_CATEGORY_LEN + 1)});
         assert_eq!(parse_search_request(over.to_string().as_bytes()).unwrap_err().code, "invalid_field");
         let err = parse_search_request(br#"{"crop_url": "https://a.example/i.jpg", "category": 3}"#).unwrap_err();
         assert_eq!(err.code, "invalid_field");
@@ -277,7 +280,10 @@ mod tests {
     fn error_body_is_detail_and_code_only() {
         let err = ApiError::new(502, "upstream_auth", "Ximilar rejected the gateway's credentials");
         let v: Value = serde_json::from_slice(&err.body()).unwrap();
-        assert_eq!(v, serde_json::json!({"detail": "Ximilar rejected the gateway's credentials", "code": "upstream_auth"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"detail": "Ximilar rejected the gateway's credentials", "code": "upstream_auth"})
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod contract;
 pub mod mapping;
 pub mod metrics;
 pub mod retry;
+pub mod upstream_error;
 pub mod urls;
 pub mod ximilar;
 

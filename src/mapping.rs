@@ -1,5 +1,5 @@
 //! Ximilar records → the orchestrator's shapes. Every upstream field is treated
-//! as optional and of uncertain type (ximilar-api.md: the `_tags` keys depend
+//! as optional and of uncertain type (docs/ximilar-api.md: the `_tags` keys depend
 //! on the taxonomy, `Category` may be a string or a tag list, ...).
 
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,8 @@ pub fn detected_items(record: &Map<String, Value>, source_url: &str) -> Vec<Dete
 
 /// `[xmin, ymin, xmax, ymax]` pixels, rounded; a box must have positive area.
 fn bbox(value: &Value) -> Option<[i64; 4]> {
-    let nums: Vec<i64> = value.as_array()?.iter().map(|n| n.as_f64().map(|f| f.round() as i64)).collect::<Option<_>>()?;
+    let nums: Vec<i64> =
+        value.as_array()?.iter().map(|n| n.as_f64().map(|f| f.round() as i64)).collect::<Option<_>>()?;
     match nums[..] {
         [x1, y1, x2, y2] if x1 >= 0 && y1 >= 0 && x2 > x1 && y2 > y1 => Some([x1, y1, x2, y2]),
         _ => None,
@@ -79,7 +80,9 @@ pub fn tag_response(tags: Option<&Value>, fallback_type: Option<&str>) -> TagRes
     let attributes: BTreeMap<String, Attribute> = tags
         .map(|t| {
             t.iter()
-                .filter_map(|(k, v)| best_value(v).map(|(value, confidence)| (k.clone(), Attribute { value, confidence })))
+                .filter_map(|(k, v)| {
+                    best_value(v).map(|(value, confidence)| (k.clone(), Attribute { value, confidence }))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -172,7 +175,9 @@ pub fn candidates(envelope: &Map<String, Value>, top_k: usize) -> Vec<Candidate>
             for key in ["_url", "_urls", "image_urls"] {
                 match record.get(key) {
                     Some(Value::String(s)) => image_urls.push(s.clone()),
-                    Some(Value::Array(list)) => image_urls.extend(list.iter().filter_map(Value::as_str).map(str::to_string)),
+                    Some(Value::Array(list)) => {
+                        image_urls.extend(list.iter().filter_map(Value::as_str).map(str::to_string))
+                    }
                     _ => {}
                 }
             }
@@ -197,9 +202,9 @@ fn prob(object: &Map<String, Value>) -> f64 {
 
 /// The first feature of `names` present in `tags` (keys compared without case).
 fn feature(tags: &Map<String, Value>, names: &[&str]) -> Option<(String, f64)> {
-    names.iter().find_map(|name| {
-        tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| best_value(v))
-    })
+    names
+        .iter()
+        .find_map(|name| tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| best_value(v)))
 }
 
 /// The most probable name in a tag value: a list of `{name, prob}`, one such
@@ -216,7 +221,9 @@ fn best_value(value: &Value) -> Option<(String, f64)> {
         }
     };
     match value {
-        Value::Array(list) => list.iter().filter_map(one).reduce(|best, next| if next.1 > best.1 { next } else { best }),
+        Value::Array(list) => {
+            list.iter().filter_map(one).reduce(|best, next| if next.1 > best.1 { next } else { best })
+        }
         other => one(other),
     }
 }
@@ -310,7 +317,8 @@ mod tests {
 
     #[test]
     fn best_value_prefers_the_highest_probability() {
-        let v = serde_json::json!([{"name": "red", "prob": 0.2}, {"name": "blue", "prob": 0.7}, {"name": "", "prob": 0.9}]);
+        let v =
+            serde_json::json!([{"name": "red", "prob": 0.2}, {"name": "blue", "prob": 0.7}, {"name": "", "prob": 0.9}]);
         assert_eq!(best_value(&v), Some(("blue".into(), 0.7)));
         assert_eq!(best_value(&serde_json::json!("denim")), Some(("denim".into(), 1.0)));
         assert_eq!(best_value(&serde_json::json!(3)), None);
@@ -318,7 +326,10 @@ mod tests {
 
     #[test]
     fn classify_uses_best_label_as_type() {
-        let env = parse_envelope(br#"{"records": [{"best_label": {"id": "1", "name": "bomber_jacket", "prob": 0.9}, "labels": []}]}"#).unwrap();
+        let env = parse_envelope(
+            br#"{"records": [{"best_label": {"id": "1", "name": "bomber_jacket", "prob": 0.9}, "labels": []}]}"#,
+        )
+        .unwrap();
         let tag = classify_record(single_record(&env).unwrap());
         assert_eq!(tag.kind, "bomber_jacket");
         assert_eq!((tag.color.as_str(), tag.color_hex.as_str()), ("", ""));

@@ -1,4 +1,4 @@
-//! Prometheus metrics kept as key-value counters (DESIGN §5).
+//! Prometheus metrics kept as key-value counters (README: Metrics).
 //!
 //! Spin pools and reuses instances, so counters cannot live in memory. Each
 //! series is one key in the `metrics` store, named by its own Prometheus
@@ -15,7 +15,8 @@ use std::time::Duration;
 
 /// Buckets (seconds) for a gateway whose upstream answers in 200–500 ms, with
 /// low buckets for cache hits and validation errors.
-pub const DURATION_BUCKETS: [f64; 15] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const DURATION_BUCKETS: [f64; 15] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
@@ -39,7 +40,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     (HTTP_REQUESTS, Kind::Counter, "Requests answered, by handler, method and status class (2xx, 4xx, 5xx)."),
     (HTTP_DURATION, Kind::Histogram, "Time to answer a request, in seconds."),
     (HTTP_IN_PROGRESS, Kind::Gauge, "Requests being answered right now."),
-    (XIMILAR_REQUESTS, Kind::Counter, "Tries sent to Ximilar, by endpoint and outcome (HTTP status, timeout, connect, error)."),
+    (
+        XIMILAR_REQUESTS,
+        Kind::Counter,
+        "Tries sent to Ximilar, by endpoint and outcome (HTTP status, timeout, connect, error).",
+    ),
     (XIMILAR_DURATION, Kind::Histogram, "Time of one try against Ximilar, in seconds."),
     (XIMILAR_RETRIES, Kind::Counter, "Retries against Ximilar, by endpoint and reason."),
     (XIMILAR_REACHABLE, Kind::Gauge, "1 if the last health probe reached Ximilar with a valid token, else 0."),
@@ -141,7 +146,10 @@ pub fn render(entries: &[(String, i64)]) -> String {
         for (family, _, _) in FAMILIES.iter().filter(|f| f.1 == Kind::Histogram) {
             if name == format!("{family}_bucket") {
                 let (rest, le) = take_le(labels);
-                let Some(bound) = le.and_then(|l| if l == "+Inf" { Some(f64::INFINITY) } else { l.parse().ok() }) else { break };
+                let Some(bound) = le.and_then(|l| if l == "+Inf" { Some(f64::INFINITY) } else { l.parse().ok() })
+                else {
+                    break;
+                };
                 let h = histograms.entry(family).or_default().entry(rest).or_default();
                 h.buckets.push((bound, *value));
             } else if name == format!("{family}_sum_us") {
@@ -255,7 +263,11 @@ mod tests {
         let text = render(&store(inc));
         let bucket = |le: &str| -> i64 {
             let prefix = format!(r#"http_request_duration_seconds_bucket{{handler="tag",method="POST",le="{le}"}} "#);
-            text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no bucket {le} in\n{text}")).parse().unwrap()
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no bucket {le} in\n{text}"))
+                .parse()
+                .unwrap()
         };
         assert_eq!(bucket("0.005"), 1);
         assert_eq!(bucket("0.05"), 3);

@@ -1,4 +1,4 @@
-//! Retry policy (DESIGN §3), kept apart from the transport: it only decides
+//! Retry policy, kept apart from the transport: it only decides
 //! *whether* an attempt's outcome is worth another try and *how long* to wait.
 //! Every retry costs Ximilar credits again, so only transient failures qualify.
 
@@ -98,7 +98,11 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { base_backoff: Duration::from_millis(100), max_backoff: Duration::from_millis(1000), ..Default::default() }
+        RetryPolicy {
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -36,9 +36,7 @@ pub fn parse_image_url(text: &str) -> Result<ImageUrl, String> {
         return Err("URL contains whitespace or control characters".into());
     }
     let without_fragment = text.split('#').next().unwrap_or_default();
-    let uri: http::Uri = without_fragment
-        .parse()
-        .map_err(|_| "not a valid absolute URL".to_string())?;
+    let uri: http::Uri = without_fragment.parse().map_err(|_| "not a valid absolute URL".to_string())?;
     match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
         Some("http" | "https") => {}
         Some(_) => return Err("URL scheme must be http or https".into()),
@@ -148,7 +146,9 @@ mod tests {
 
     #[test]
     fn rejects_non_http_and_junk() {
-        for s in ["ftp://a/b", "file:///etc/passwd", "javascript:alert(1)", "a b", "https://exa mple.com/", "//host/x", ""] {
+        for s in
+            ["ftp://a/b", "file:///etc/passwd", "javascript:alert(1)", "a b", "https://exa mple.com/", "//host/x", ""]
+        {
             assert!(parse_image_url(s).is_err(), "{s}");
         }
     }

@@ -1,11 +1,12 @@
-//! The Ximilar API as this gateway uses it (see shared/ximilar-api.md): request
+//! The Ximilar API as this gateway uses it (docs/ximilar-api.md): request
 //! builders for each endpoint and the checks every answer goes through.
-//! The HTTP send itself is a [`crate::client::Transport`].
+//! The HTTP send itself is a [`crate::client::Transport`]; what a failed check
+//! means for our caller is [`UpstreamError`]'s business.
 
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, TagMode};
-use crate::contract::ApiError;
+use crate::upstream_error::UpstreamError;
 
 /// Which Ximilar call; also the `endpoint` label of the upstream metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,13 @@ pub fn tag(config: &Config, request_id: &str, image_url: &str) -> UpstreamReques
 
 /// Nearest neighbours of one image in the configured collection. The
 /// collection travels in the `collection-id` header, never in the body.
-pub fn visual_knn(config: &Config, request_id: &str, image_url: &str, k: u32, category: Option<&str>) -> UpstreamRequest {
+pub fn visual_knn(
+    config: &Config,
+    request_id: &str,
+    image_url: &str,
+    k: u32,
+    category: Option<&str>,
+) -> UpstreamRequest {
     let mut body = json!({
         "query_record": { "_url": image_url },
         "k": k,
@@ -120,49 +127,31 @@ pub fn account_details(config: &Config, request_id: &str) -> UpstreamRequest {
 
 // ---------------------------------------------------------------- answers
 
-/// What an HTTP status from Ximilar means for our caller, once retries are
-/// done with it. `None` for success.
-pub fn status_error(status: u16) -> Option<ApiError> {
-    match status {
-        200..=299 => None,
-        401 | 403 => Some(ApiError::new(502, "upstream_auth", "Ximilar rejected the gateway's credentials")),
-        _ => Some(ApiError::new(502, "upstream_error", format!("Ximilar answered HTTP {status}"))),
-    }
-}
-
 /// Parses a 2xx body and checks the envelope `status`, which Ximilar sends
 /// either as `{"code": 200, ...}` or as a bare integer.
-pub fn parse_envelope(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let malformed = || ApiError::new(502, "upstream_malformed", "Ximilar sent a response that is not the expected JSON");
+pub fn parse_envelope(body: &[u8]) -> Result<Map<String, Value>, UpstreamError> {
     let Ok(Value::Object(envelope)) = serde_json::from_slice::<Value>(body) else {
-        return Err(malformed());
+        return Err(UpstreamError::Malformed);
     };
-    if let Some(code) = envelope.get("status").and_then(status_code) {
-        if code >= 300 {
-            return Err(ApiError::new(502, "upstream_error", format!("Ximilar reported status {code}")));
-        }
+    match envelope.get("status").and_then(status_code) {
+        Some(code) if code >= 300 => Err(UpstreamError::EnvelopeStatus { code }),
+        _ => Ok(envelope),
     }
-    Ok(envelope)
 }
 
 /// The one record we sent, with its own `_status` checked: a per-record
-/// failure (say, Ximilar could not download the image) is the caller's 422.
-pub fn single_record(envelope: &Map<String, Value>) -> Result<&Map<String, Value>, ApiError> {
+/// failure (say, Ximilar could not download the image) is not an upstream fault.
+pub fn single_record(envelope: &Map<String, Value>) -> Result<&Map<String, Value>, UpstreamError> {
     let record = envelope
         .get("records")
         .and_then(Value::as_array)
         .and_then(|records| records.first())
         .and_then(Value::as_object)
-        .ok_or_else(|| ApiError::new(502, "upstream_malformed", "Ximilar's response has no record"))?;
-    if let Some(code) = record.get("_status").and_then(status_code) {
-        if code >= 300 {
-            return Err(ApiError::invalid(
-                "image_not_processed",
-                format!("Ximilar could not process the image (record status {code}); check that the URL is a public image"),
-            ));
-        }
+        .ok_or(UpstreamError::Malformed)?;
+    match record.get("_status").and_then(status_code) {
+        Some(code) if code >= 300 => Err(UpstreamError::RecordFailed { code }),
+        _ => Ok(record),
     }
-    Ok(record)
 }
 
 fn status_code(status: &Value) -> Option<i64> {
@@ -226,14 +215,18 @@ mod tests {
             json!({"query_record": {"_url": "https://s.example/a.jpg"}, "k": 7, "fields_to_return": ["_id", "_url"]}),
             "no filter unless a filter field is configured"
         );
-        let req = visual_knn(&config(&[("search_filter_field", "cat")]), "r", "https://s.example/a.jpg", 7, Some("jacket"));
+        let req =
+            visual_knn(&config(&[("search_filter_field", "cat")]), "r", "https://s.example/a.jpg", 7, Some("jacket"));
         assert_eq!(body(&req)["filter"], json!({"cat": "jacket"}));
         assert!(!body(&req).to_string().contains("col-9"));
     }
 
     #[test]
     fn paths_are_configurable() {
-        let c = config(&[("detect_path", "/tagging/fashion/v2/detect_tags_all"), ("search_path", "/similarity/fashion/v2/visualTagsKNN")]);
+        let c = config(&[
+            ("detect_path", "/tagging/fashion/v2/detect_tags_all"),
+            ("search_path", "/similarity/fashion/v2/visualTagsKNN"),
+        ]);
         assert!(detect_tags(&c, "r", "https://s/a").url.ends_with("/detect_tags_all"));
         assert!(visual_knn(&c, "r", "https://s/a", 1, None).url.ends_with("/similarity/fashion/v2/visualTagsKNN"));
         assert_eq!(account_details(&c, "r").url, "https://api.ximilar.com/account/v2/details/");
@@ -251,34 +244,25 @@ mod tests {
         assert!(parse_envelope(br#"{"status": {"code": 200, "text": "OK"}, "records": []}"#).is_ok());
         assert!(parse_envelope(br#"{"records": []}"#).is_ok());
         let err = parse_envelope(br#"{"status": {"code": 500, "text": "Internal"}}"#).unwrap_err();
-        assert_eq!((err.status, err.code), (502, "upstream_error"));
+        assert_eq!(err, UpstreamError::EnvelopeStatus { code: 500 });
         let err = parse_envelope(br#"{"status": 500}"#).unwrap_err();
-        assert_eq!((err.status, err.code), (502, "upstream_error"));
+        assert_eq!(err, UpstreamError::EnvelopeStatus { code: 500 });
     }
 
     #[test]
-    fn malformed_bodies_are_502() {
+    fn malformed_bodies_are_malformed() {
         for body in [&b"<html>oops</html>"[..], b"", b"[1]", b"{\"records\": "] {
-            let err = parse_envelope(body).unwrap_err();
-            assert_eq!((err.status, err.code), (502, "upstream_malformed"));
+            assert_eq!(parse_envelope(body).unwrap_err(), UpstreamError::Malformed);
         }
     }
 
     #[test]
-    fn per_record_failure_is_422() {
-        let env = parse_envelope(br#"{"records": [{"_url": "x", "_status": {"code": 400, "text": "Cannot download"}}]}"#).unwrap();
-        let err = single_record(&env).unwrap_err();
-        assert_eq!((err.status, err.code), (422, "image_not_processed"));
+    fn per_record_failure_is_the_records_own() {
+        let env =
+            parse_envelope(br#"{"records": [{"_url": "x", "_status": {"code": 400, "text": "Cannot download"}}]}"#)
+                .unwrap();
+        assert_eq!(single_record(&env).unwrap_err(), UpstreamError::RecordFailed { code: 400 });
         let env = parse_envelope(br#"{"records": []}"#).unwrap();
-        assert_eq!(single_record(&env).unwrap_err().code, "upstream_malformed");
-    }
-
-    #[test]
-    fn auth_failures_and_other_statuses() {
-        assert_eq!(status_error(200), None);
-        assert_eq!(status_error(401).unwrap().code, "upstream_auth");
-        assert_eq!(status_error(403).unwrap().code, "upstream_auth");
-        let e = status_error(400).unwrap();
-        assert_eq!((e.status, e.code), (502, "upstream_error"));
+        assert_eq!(single_record(&env).unwrap_err(), UpstreamError::Malformed);
     }
 }

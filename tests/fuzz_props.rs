@@ -6,6 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use ximilar_gw::contract::{parse_image_request, parse_search_request, ApiError};
+use ximilar_gw::upstream_error::UpstreamError;
 use ximilar_gw::{mapping, urls, ximilar};
 
 const REQUEST_CODES: &[&str] = &["invalid_json", "missing_field", "invalid_field", "invalid_url"];
@@ -61,7 +62,8 @@ fn assert_request_error(err: &ApiError) {
     assert!(REQUEST_CODES.contains(&err.code), "{err:?}");
 }
 
-fn assert_upstream_error(err: &ApiError) {
+fn assert_upstream_error(err: &UpstreamError) {
+    let err = err.to_api_error();
     assert!(UPSTREAM_CODES.contains(&(err.status, err.code)), "{err:?}");
 }
 
@@ -82,7 +84,11 @@ fn map_everything(body: &[u8]) {
             for d in &items {
                 assert!(d.item.bbox[0] >= 0 && d.item.bbox[2] > d.item.bbox[0] && d.item.bbox[3] > d.item.bbox[1]);
                 assert!((0.0..=1.0).contains(&d.item.confidence));
-                assert!(urls::parse_image_url(&d.item.crop_url).map(|u| u.crop().is_some()).unwrap_or(false), "{}", d.item.crop_url);
+                assert!(
+                    urls::parse_image_url(&d.item.crop_url).map(|u| u.crop().is_some()).unwrap_or(false),
+                    "{}",
+                    d.item.crop_url
+                );
                 assert!(d.tags.color_hex.is_empty() || d.tags.color_hex.len() == 7);
             }
             let _ = mapping::tag_record(record);
@@ -160,8 +166,8 @@ proptest! {
 
 #[test]
 fn the_property_checks_can_fail() {
-    // A guard that the harness is live: a non-documented code must trip the assertion.
-    let caught = std::panic::catch_unwind(|| assert_upstream_error(&ApiError::new(500, "internal", "x")));
+    // A guard that the harness is live: an error a body cannot cause must trip the assertion.
+    let caught = std::panic::catch_unwind(|| assert_upstream_error(&UpstreamError::Deadline));
     assert!(caught.is_err());
     let _unused: Map<String, Value> = Map::new();
 }

@@ -6,7 +6,6 @@ use std::sync::OnceLock;
 
 use crate::config::{Config, VARIABLES};
 
-
 static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
 
 pub async fn load() -> Result<&'static Config, String> {

@@ -1,11 +1,16 @@
-//! The thin layer binding the pure modules to Spin: configuration from
-//! variables, the request pipeline, the endpoints, and the stores.
+//! The thin layer that binds the pure modules to Spin. Data flows one way:
+//! [`serve`] (the pipeline every request takes) owns the request's
+//! [`Context`](context::Context) and hands it to an [`Endpoint`]; endpoints
+//! reach the configuration, the stores and Ximilar only through it.
 
 mod config;
+mod context;
+mod endpoint;
 mod endpoints;
 mod serve;
 mod stores;
 mod upstream;
 
+pub use endpoint::Endpoint;
 pub use endpoints::{Detect, Health, Metrics, Search, Tag};
-pub use serve::{serve, Endpoint, Handler};
+pub use serve::serve;

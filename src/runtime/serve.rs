@@ -5,130 +5,46 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use spin_sdk::http::{FullBody, Request};
-use std::time::Duration;
 
-use super::endpoints::{Answer, CacheOutcome};
+use super::context::Context;
+use super::endpoint::{Answer, CacheOutcome, Endpoint};
 use super::stores::Counters;
 use super::upstream::SpinClock;
-use crate::client::{CallLog, Clock};
+use crate::client::Clock;
 use crate::contract::{ApiError, MAX_BODY_BYTES};
 use crate::metrics;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handler {
-    Detect,
-    Tag,
-    Search,
-    Health,
-    Metrics,
-}
-
-impl Handler {
-    pub fn name(self) -> &'static str {
-        match self {
-            Handler::Detect => "detect",
-            Handler::Tag => "tag",
-            Handler::Search => "search",
-            Handler::Health => "health",
-            Handler::Metrics => "metrics",
-        }
-    }
-
-    pub(crate) fn allow(self) -> &'static str {
-        match self {
-            Handler::Detect | Handler::Tag | Handler::Search => "POST",
-            Handler::Health | Handler::Metrics => "GET",
-        }
-    }
-}
-
 pub type Response = http::Response<FullBody<Bytes>>;
 
-/// One endpoint. A trait (not a runtime switch) so each component links only
-/// its own endpoint: the metrics component carries no outbound HTTP at all.
-#[allow(async_fn_in_trait)]
-pub trait Endpoint {
-    const HANDLER: Handler;
-    async fn answer(exchange: &mut Exchange<'_>) -> Result<Answer, ApiError>;
-}
-
-/// What an endpoint gets from the pipeline, and leaves for it to record.
-pub struct Exchange<'a> {
-    pub request_id: &'a str,
-    pub clock: &'a SpinClock,
-    pub body: Bytes,
-    pub metrics: &'a mut Counters,
-    pub log: CallLog,
-    pub cache: CacheUse,
-}
-
-/// How the cache served a request (a miss still counts when the call then failed).
-#[derive(Default)]
-pub struct CacheUse {
-    pub outcome: CacheOutcome,
-    pub errors: u32,
-}
-
 pub async fn serve<E: Endpoint>(request: Request) -> Response {
-    let handler = E::HANDLER;
-    let clock = SpinClock::new();
     let method = method_label(request.method());
-    let request_id = request_id(request.headers());
-    let mut metrics = Counters::open();
-    // /metrics itself is not counted in flight: it would always read 1.
-    let counts_in_flight = handler != Handler::Metrics;
-    if counts_in_flight {
-        metrics.add(&metrics::in_progress_key(handler.name(), method), 1);
+    let mut ctx = Context::new(request_id(request.headers()), SpinClock::new(), Counters::open());
+    if E::COUNTED_IN_FLIGHT {
+        ctx.counters.add(&metrics::in_progress_key(E::NAME, method), 1);
     }
 
-    let (answer, log, cache_use) = match accept(request, handler).await {
-        Err(error) => (Err(error), CallLog::default(), CacheUse::default()),
+    let answer = match accept::<E>(request).await {
         Ok(body) => {
-            let mut exchange = Exchange {
-                request_id: &request_id,
-                clock: &clock,
-                body,
-                metrics: &mut metrics,
-                log: CallLog::default(),
-                cache: CacheUse::default(),
-            };
-            let answer = E::answer(&mut exchange).await;
-            (answer, exchange.log, exchange.cache)
+            ctx.body = body;
+            E::answer(&mut ctx).await
         }
+        Err(error) => Err(error),
     };
-    let cache_outcome = cache_use.outcome;
     let status = match &answer {
         Ok(a) => a.status,
         Err(e) => e.status,
     };
-    let elapsed = clock.now();
-
-    metrics.add_all(metrics::request_increments(handler.name(), method, status, elapsed));
-    for (endpoint, attempt) in &log.attempts {
-        metrics.add_all(metrics::upstream_increments(endpoint.label(), &attempt.outcome, attempt.duration));
-    }
-    for (endpoint, reason) in &log.retries {
-        metrics.add(&metrics::retry_key(endpoint.label(), reason.label()), 1);
-    }
-    match cache_outcome {
-        CacheOutcome::Hit => metrics.add(&metrics::cache_key(handler.name(), true), 1),
-        CacheOutcome::Miss => metrics.add(&metrics::cache_key(handler.name(), false), 1),
-        CacheOutcome::NotUsed => {}
-    }
-    if counts_in_flight {
-        metrics.add(&metrics::in_progress_key(handler.name(), method), -1);
-    }
-
-    log_line(handler, method, status, answer.as_ref().err().map(|e| e.code), elapsed, &log, cache_outcome, metrics.errors, cache_use.errors, &request_id);
-    respond(answer, cache_outcome, &request_id)
+    record::<E>(&mut ctx, method, status);
+    log_line(E::NAME, method, status, answer.as_ref().err().map(|e| e.code), &ctx);
+    respond(answer, ctx.cache_outcome, &ctx.request_id)
 }
 
-/// The method check and the bounded body read, before any endpoint runs.
-async fn accept(request: Request, handler: Handler) -> Result<Bytes, ApiError> {
-    if request.method().as_str() != handler.allow() {
-        return Err(ApiError::method_not_allowed(request.method().as_str(), handler.allow()));
+/// The method check and the bounded body read, before the endpoint runs.
+async fn accept<E: Endpoint>(request: Request) -> Result<Bytes, ApiError> {
+    if request.method().as_str() != E::METHOD {
+        return Err(ApiError::method_not_allowed(request.method().as_str(), E::METHOD));
     }
-    match handler.allow() {
+    match E::METHOD {
         "POST" => read_body(request).await,
         _ => Ok(Bytes::new()),
     }
@@ -152,15 +68,35 @@ async fn read_body(request: Request) -> Result<Bytes, ApiError> {
     }
 }
 
+/// The request's metrics: its count and latency, each Ximilar try and retry,
+/// the cache outcome, and the in-flight gauge back down.
+fn record<E: Endpoint>(ctx: &mut Context, method: &str, status: u16) {
+    let elapsed = ctx.clock.now();
+    let counters = &mut ctx.counters;
+    counters.add_all(metrics::request_increments(E::NAME, method, status, elapsed));
+    for (endpoint, attempt) in &ctx.calls.attempts {
+        counters.add_all(metrics::upstream_increments(endpoint.label(), &attempt.outcome.label(), attempt.duration));
+    }
+    for (endpoint, reason) in &ctx.calls.retries {
+        counters.add(&metrics::retry_key(endpoint.label(), reason.label()), 1);
+    }
+    match ctx.cache_outcome {
+        CacheOutcome::Hit => counters.add(&metrics::cache_key(E::NAME, true), 1),
+        CacheOutcome::Miss => counters.add(&metrics::cache_key(E::NAME, false), 1),
+        CacheOutcome::NotUsed => {}
+    }
+    if E::COUNTED_IN_FLIGHT {
+        counters.add(&metrics::in_progress_key(E::NAME, method), -1);
+    }
+}
+
 fn respond(answer: Result<Answer, ApiError>, cache: CacheOutcome, request_id: &str) -> Response {
     let mut builder = http::Response::builder().header("x-request-id", request_id);
     let body = match answer {
         Ok(answer) => {
             builder = builder.status(answer.status).header("content-type", answer.content_type);
-            match cache {
-                CacheOutcome::Hit => builder = builder.header("x-cache", "HIT"),
-                CacheOutcome::Miss => builder = builder.header("x-cache", "MISS"),
-                CacheOutcome::NotUsed => {}
+            if let Some(value) = cache.header() {
+                builder = builder.header("x-cache", value);
             }
             answer.body
         }
@@ -207,31 +143,19 @@ fn request_id(headers: &http::HeaderMap) -> String {
 }
 
 /// One JSON line per request on stderr. No URL, token or collection id.
-#[allow(clippy::too_many_arguments)]
-fn log_line(
-    handler: Handler,
-    method: &str,
-    status: u16,
-    code: Option<&str>,
-    elapsed: Duration,
-    log: &CallLog,
-    cache: CacheOutcome,
-    metrics_errors: u32,
-    cache_errors: u32,
-    request_id: &str,
-) {
+fn log_line(handler: &str, method: &str, status: u16, code: Option<&str>, ctx: &Context) {
     let line = serde_json::json!({
-        "handler": handler.name(),
+        "handler": handler,
         "method": method,
         "status": status,
         "code": code,
-        "duration_ms": (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-        "upstream_calls": log.attempts.len(),
-        "retries": log.retries.len(),
-        "cache": match cache { CacheOutcome::Hit => "hit", CacheOutcome::Miss => "miss", CacheOutcome::NotUsed => "none" },
-        "metrics_errors": metrics_errors,
-        "cache_errors": cache_errors,
-        "request_id": request_id,
+        "duration_ms": (ctx.clock.now().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        "upstream_calls": ctx.calls.attempts.len(),
+        "retries": ctx.calls.retries.len(),
+        "cache": ctx.cache_outcome.label(),
+        "metrics_errors": ctx.counters.errors,
+        "cache_errors": ctx.cache_errors(),
+        "request_id": ctx.request_id,
     });
     // One write: `eprintln!` of a Value would format straight into unbuffered
     // stderr, a host call per token (about 230 per request, measured).

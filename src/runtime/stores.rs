@@ -83,9 +83,14 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// A cache that misses every lookup and keeps nothing.
+    pub fn disabled() -> Cache {
+        Cache { store: None, ttl_ms: 0, errors: 0 }
+    }
+
     pub async fn open(ttl: std::time::Duration) -> Cache {
         if ttl.is_zero() {
-            return Cache { store: None, ttl_ms: 0, errors: 0 };
+            return Cache::disabled();
         }
         match Store::open(CACHE_LABEL).await {
             Ok(store) => Cache { store: Some(store), ttl_ms: ttl.as_millis() as u64, errors: 0 },

@@ -75,11 +75,8 @@ fn build(request: &UpstreamRequest, budget: Duration) -> anyhow::Result<http::Re
 async fn exchange(outgoing: http::Request<FullBody<Bytes>>) -> Result<UpstreamResponse, TransportError> {
     let response = spin_sdk::http::send(outgoing).await.map_err(classify)?;
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
+    let retry_after =
+        response.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
     let body = response.into_body().bytes().await.map_err(classify)?;
     Ok(UpstreamResponse { status, retry_after, body: body.to_vec() })
 }

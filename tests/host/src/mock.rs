@@ -1,4 +1,4 @@
-//! A mock of the Ximilar API: the real paths and JSON shapes (see /work/shared/ximilar-api.md),
+//! A mock of the Ximilar API: the real paths and JSON shapes (docs/ximilar-api.md),
 //! deterministic answers, optional latency, a scriptable queue of faults, and a record of
 //! every call. Test infrastructure, not the product.
 //!
@@ -96,9 +96,7 @@ impl Fault {
     }
     /// 429 with `Retry-After: <seconds>`.
     pub fn too_many_requests_retry_after(seconds: u64) -> Fault {
-        Fault::TooManyRequests {
-            retry_after: Some(seconds.to_string()),
-        }
+        Fault::TooManyRequests { retry_after: Some(seconds.to_string()) }
     }
     /// A hang longer than any deadline our gateway uses (10 minutes).
     pub fn hang() -> Fault {
@@ -106,10 +104,7 @@ impl Fault {
     }
     /// The per-record failure Ximilar reports when it cannot fetch the image.
     pub fn could_not_download() -> Fault {
-        Fault::RecordError {
-            code: 400,
-            text: "could not download image".into(),
-        }
+        Fault::RecordError { code: 400, text: "could not download image".into() }
     }
 }
 
@@ -133,10 +128,7 @@ pub struct RecordedCall {
 impl RecordedCall {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Option<Value> {
@@ -163,11 +155,7 @@ impl MockXimilar {
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         tokio::spawn(accept_loop(listener, state.clone(), stop_rx));
-        Ok(MockHandle {
-            addr,
-            state,
-            stop: Some(stop_tx),
-        })
+        Ok(MockHandle { addr, state, stop: Some(stop_tx) })
     }
 }
 
@@ -195,11 +183,7 @@ impl MockHandle {
 
     /// Queues a fault for the next call to `path` (e.g. [`DETECT_PATH`]).
     pub fn push_fault_for(&self, path: &str, f: Fault) {
-        self.state
-            .faults
-            .lock()
-            .unwrap()
-            .push_back((Some(path.to_string()), f));
+        self.state.faults.lock().unwrap().push_back((Some(path.to_string()), f));
     }
 
     /// Faults not consumed yet.
@@ -218,10 +202,7 @@ impl MockHandle {
 
     /// Calls to one path.
     pub fn calls_to(&self, path: &str) -> Vec<RecordedCall> {
-        self.calls()
-            .into_iter()
-            .filter(|c| c.path == path)
-            .collect()
+        self.calls().into_iter().filter(|c| c.path == path).collect()
     }
 
     pub fn clear_calls(&self) {
@@ -230,9 +211,7 @@ impl MockHandle {
 
     /// Changes the latency of later calls.
     pub fn set_latency(&self, latency: Duration) {
-        self.state
-            .latency_ms
-            .store(latency.as_millis() as u64, Ordering::Relaxed);
+        self.state.latency_ms.store(latency.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn config(&self) -> &MockConfig {
@@ -272,11 +251,7 @@ impl MockState {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<MockState>,
-    mut stop: oneshot::Receiver<()>,
-) {
+async fn accept_loop(listener: TcpListener, state: Arc<MockState>, mut stop: oneshot::Receiver<()>) {
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -309,16 +284,9 @@ impl std::fmt::Display for Disconnect {
 
 impl std::error::Error for Disconnect {}
 
-async fn handle(
-    state: Arc<MockState>,
-    req: Request<Incoming>,
-) -> Result<Response<MockBody>, Disconnect> {
+async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Response<MockBody>, Disconnect> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let path = parts.uri.path().to_string();
     let seq = state.call_seq.fetch_add(1, Ordering::Relaxed) + 1;
     let call = RecordedCall {
@@ -329,12 +297,7 @@ async fn handle(
         headers: parts
             .headers
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
         body: body.to_vec(),
         status: None,
@@ -344,9 +307,7 @@ async fn handle(
     // Faults are taken in arrival order, before the latency.
     let fault = {
         let mut faults = state.faults.lock().unwrap();
-        let pos = faults
-            .iter()
-            .position(|(p, _)| p.as_deref().is_none_or(|p| p == path));
+        let pos = faults.iter().position(|(p, _)| p.as_deref().is_none_or(|p| p == path));
         pos.and_then(|i| faults.remove(i)).map(|(_, f)| f)
     };
     let latency = state.latency_ms.load(Ordering::Relaxed);
@@ -360,14 +321,9 @@ async fn handle(
             tokio::time::sleep(d).await;
             answer(&state, &parts.method, &path, &parts.headers, &body, None)
         }
-        Some(f @ (Fault::RecordError { .. } | Fault::EnvelopeError { .. })) => answer(
-            &state,
-            &parts.method,
-            &path,
-            &parts.headers,
-            &body,
-            Some(&f),
-        ),
+        Some(f @ (Fault::RecordError { .. } | Fault::EnvelopeError { .. })) => {
+            answer(&state, &parts.method, &path, &parts.headers, &body, Some(&f))
+        }
         Some(f) => fault_response(&f),
         None => answer(&state, &parts.method, &path, &parts.headers, &body, None),
     };
@@ -436,10 +392,7 @@ fn answer(
             )
         }
         Some(a) if a != format!("Token {}", state.cfg.token) => {
-            return json_response(
-                StatusCode::UNAUTHORIZED,
-                &json!({"detail": "Invalid token."}),
-            )
+            return json_response(StatusCode::UNAUTHORIZED, &json!({"detail": "Invalid token."}))
         }
         Some(_) => {}
     }
@@ -450,10 +403,7 @@ fn answer(
         );
     }
 
-    let request_id = format!(
-        "mock-{:08}",
-        state.request_ids.fetch_add(1, Ordering::Relaxed) + 1
-    );
+    let request_id = format!("mock-{:08}", state.request_ids.fetch_add(1, Ordering::Relaxed) + 1);
     if path == ACCOUNT_PATH {
         return json_response(
             StatusCode::OK,
@@ -488,20 +438,13 @@ fn answer(
 
     let records = match parsed.get("records") {
         Some(Value::Array(r)) if !r.is_empty() => r,
-        Some(Value::Array(_)) | None => {
-            return bad_request("records: at least one record is required")
-        }
+        Some(Value::Array(_)) | None => return bad_request("records: at least one record is required"),
         Some(_) => return bad_request("records: expected a list"),
     };
     if records.len() > MAX_RECORDS {
         return bad_request(&format!("Too many records, maximum is {MAX_RECORDS}."));
     }
-    if path == CLASSIFY_PATH
-        && parsed
-            .get("task_id")
-            .or_else(|| parsed.get("task"))
-            .is_none()
-    {
+    if path == CLASSIFY_PATH && parsed.get("task_id").or_else(|| parsed.get("task")).is_none() {
         return bad_request("task_id: this field is required");
     }
     let mut out = Vec::new();
@@ -515,17 +458,11 @@ fn answer(
         state.credits.fetch_add(1, Ordering::Relaxed);
         let mut r = record.clone();
         if let Some(Fault::RecordError { code, text }) = modifier {
-            r.insert(
-                "_status".into(),
-                json!({"code": code, "text": text, "request_id": request_id}),
-            );
+            r.insert("_status".into(), json!({"code": code, "text": text, "request_id": request_id}));
             out.push(Value::Object(r));
             continue;
         }
-        r.insert(
-            "_status".into(),
-            json!({"code": 200, "text": "OK", "request_id": request_id}),
-        );
+        r.insert("_status".into(), json!({"code": 200, "text": "OK", "request_id": request_id}));
         r.insert("_width".into(), json!(IMAGE_WIDTH));
         r.insert("_height".into(), json!(IMAGE_HEIGHT));
         let url = record.get("_url").and_then(Value::as_str).unwrap_or("");
@@ -681,11 +618,7 @@ fn detected_objects(url: &str) -> Vec<Value> {
     } else {
         vec![&JACKET, &JEANS, &SNEAKERS]
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| item.object(url, i))
-        .collect()
+    items.iter().enumerate().map(|(i, item)| item.object(url, i)).collect()
 }
 
 fn item_for_tags(url: &str) -> &'static Item {
@@ -739,20 +672,14 @@ fn search(
     match headers.get("collection-id").and_then(|v| v.to_str().ok()) {
         None => return bad_request("collection-id header is required"),
         Some(c) if c != state.cfg.collection_id => {
-            return json_response(
-                StatusCode::NOT_FOUND,
-                &json!({"detail": "Collection not found."}),
-            )
+            return json_response(StatusCode::NOT_FOUND, &json!({"detail": "Collection not found."}))
         }
         Some(_) => {}
     }
     let Some(query) = body.get("query_record").and_then(Value::as_object) else {
         return bad_request("query_record: this field is required");
     };
-    if !["_url", "_base64", "_id"]
-        .iter()
-        .any(|k| query.contains_key(*k))
-    {
+    if !["_url", "_base64", "_id"].iter().any(|k| query.contains_key(*k)) {
         return bad_request("query_record needs `_url`, `_base64` or `_id`");
     }
     let k = match body.get("k") {
@@ -764,11 +691,7 @@ fn search(
     };
     let fields: Vec<String> = match body.get("fields_to_return") {
         None => vec![],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
         Some(_) => return bad_request("fields_to_return: expected a list"),
     };
     state.credits.fetch_add(1, Ordering::Relaxed);
@@ -782,10 +705,8 @@ fn search(
     }
 
     let filter = body.get("filter").and_then(Value::as_object);
-    let mut matching: Vec<Value> = catalog()
-        .into_iter()
-        .filter(|item| filter.is_none_or(|f| matches_filter(item, f)))
-        .collect();
+    let mut matching: Vec<Value> =
+        catalog().into_iter().filter(|item| filter.is_none_or(|f| matches_filter(item, f))).collect();
     // A deterministic order that depends on the query, and ascending distances.
     let query_key = query
         .get("_url")
@@ -797,9 +718,7 @@ fn search(
     matching.sort_by_key(|item| fnv1a(&format!("{seed}/{}", item["_id"])));
     matching.truncate(k);
     let base = (seed % 100) as f64 / 1000.0;
-    let distances: Vec<f64> = (0..matching.len())
-        .map(|i| round3(0.1 + base + 0.05 * i as f64))
-        .collect();
+    let distances: Vec<f64> = (0..matching.len()).map(|i| round3(0.1 + base + 0.05 * i as f64)).collect();
     let records: Vec<Value> = matching
         .iter()
         .map(|item| {
@@ -846,9 +765,7 @@ fn matches_filter(item: &Value, filter: &Map<String, Value>) -> bool {
 // Helpers
 
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    })
+    s.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }
 
 /// A UUID-shaped id that depends only on `seed`.
@@ -880,8 +797,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<MockBody> {
 fn raw_response(status: StatusCode, content_type: &str, body: &str) -> Response<MockBody> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert("content-type", content_type.parse().expect("content type"));
+    r.headers_mut().insert("content-type", content_type.parse().expect("content type"));
     r
 }
 
@@ -904,17 +820,9 @@ mod tests {
     fn detected_boxes_lie_inside_the_image() {
         for url in ["https://x/a.jpg", "https://x/bag.jpg"] {
             for o in detected_objects(url) {
-                let b: Vec<u64> = o["bound_box"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap())
-                    .collect();
+                let b: Vec<u64> = o["bound_box"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
                 assert!(
-                    b[0] < b[2]
-                        && b[1] < b[3]
-                        && b[2] <= u64::from(IMAGE_WIDTH)
-                        && b[3] <= u64::from(IMAGE_HEIGHT)
+                    b[0] < b[2] && b[1] < b[3] && b[2] <= u64::from(IMAGE_WIDTH) && b[3] <= u64::from(IMAGE_HEIGHT)
                 );
             }
         }

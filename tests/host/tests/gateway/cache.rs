@@ -1,4 +1,4 @@
-//! The crop-aware cache (issue 5), asserted by exact upstream call counts.
+//! The crop-aware cache, asserted by exact upstream call counts.
 
 use crate::common::*;
 use serde_json::json;

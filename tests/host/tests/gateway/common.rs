@@ -49,7 +49,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -79,9 +80,10 @@ pub async fn gateway(vars: &[(&str, &str)]) -> Gateway {
 
 /// [`gateway`], with the host's options adjusted by `tune` before it starts.
 pub async fn gateway_with(vars: &[(&str, &str)], tune: impl FnOnce(&mut AppOptions)) -> Gateway {
-    let mock = MockXimilar::start(MockConfig { token: TOKEN.into(), collection_id: COLLECTION.into(), ..Default::default() })
-        .await
-        .expect("mock starts");
+    let mock =
+        MockXimilar::start(MockConfig { token: TOKEN.into(), collection_id: COLLECTION.into(), ..Default::default() })
+            .await
+            .expect("mock starts");
     let root = workspace_root();
     let mut opts = AppOptions::new(root.join("spin.toml"));
     let state = StateDir::new();
@@ -130,13 +132,18 @@ impl Gateway {
         self.mock.calls().len()
     }
 
-    /// Every log line the components wrote, checked for secrets.
+    /// Every log line the components wrote, each checked for secrets.
     pub fn logs(&self) -> Vec<String> {
         let logs = self.app.logs();
         for line in &logs {
             assert!(!line.contains(TOKEN) && !line.contains(COLLECTION), "secret in a log line: {line}");
         }
         logs
+    }
+
+    /// Fails if any log line so far holds the token or the collection id.
+    pub fn assert_no_secret_in_logs(&self) {
+        let _ = self.logs();
     }
 }
 

@@ -1,4 +1,4 @@
-//! /metrics end to end (issue 4): counters add up across concurrent requests
+//! /metrics end to end: counters add up across concurrent requests
 //! and pooled instances, histograms are cumulative, gauges settle, labels stay
 //! bounded. Also leaves a real scrape in target/metrics-sample.txt for
 //! `promtool check metrics` (scripts/test.sh).
@@ -37,7 +37,9 @@ async fn request_counts_add_up_across_concurrent_requests() {
     let tasks: Vec<_> = (0..N)
         .map(|i| {
             let gw = gw.clone();
-            tokio::spawn(async move { gw.post("/detect", &json!({ "url": format!("https://shop.example/{i}.jpg") }).to_string()).await.status })
+            tokio::spawn(async move {
+                gw.post("/detect", &json!({ "url": format!("https://shop.example/{i}.jpg") }).to_string()).await.status
+            })
         })
         .collect();
     for t in tasks {
@@ -58,7 +60,9 @@ async fn request_counts_add_up_across_concurrent_requests() {
     let mut by_le: Vec<(f64, f64)> = m
         .iter()
         .filter_map(|(k, v)| {
-            let le = k.strip_prefix(r#"http_request_duration_seconds_bucket{handler="detect",method="POST",le=""#)?.strip_suffix("\"}")?;
+            let le = k
+                .strip_prefix(r#"http_request_duration_seconds_bucket{handler="detect",method="POST",le=""#)?
+                .strip_suffix("\"}")?;
             Some((if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() }, *v))
         })
         .collect();
@@ -112,8 +116,17 @@ async fn label_values_are_bounded_and_hold_no_url_or_secret() {
     for forbidden in ["shop.example", "sig=", TOKEN, COLLECTION, "BREW"] {
         assert!(!text.contains(forbidden), "{forbidden} in /metrics");
     }
-    assert!(m.contains_key(r#"http_requests_total{handler="tag",method="other",status="4xx"}"#), "unknown methods are 'other'");
-    let families = ["http_requests_total", "http_request_duration_seconds", "http_requests_in_progress", "ximilar_", "gateway_cache_"];
+    assert!(
+        m.contains_key(r#"http_requests_total{handler="tag",method="other",status="4xx"}"#),
+        "unknown methods are 'other'"
+    );
+    let families = [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "http_requests_in_progress",
+        "ximilar_",
+        "gateway_cache_",
+    ];
     for series in m.keys() {
         assert!(families.iter().any(|f| series.starts_with(f)), "unexpected series {series}");
     }

@@ -1,0 +1,67 @@
+//! What an endpoint is to the pipeline: a name and a method, and an answer
+//! computed from the request's context.
+
+use serde::Serialize;
+
+use super::context::Context;
+use crate::contract::ApiError;
+
+/// One endpoint. A trait (not a runtime switch) so each component links only
+/// its own endpoint: the metrics component carries no outbound HTTP at all.
+#[allow(async_fn_in_trait)]
+pub trait Endpoint {
+    /// The `handler` label of the metrics and the log line.
+    const NAME: &'static str;
+    /// The one method it answers; any other gets 405 with `Allow`.
+    const METHOD: &'static str;
+    /// Whether `http_requests_in_progress` counts it (`/metrics` would always read 1).
+    const COUNTED_IN_FLIGHT: bool = true;
+
+    async fn answer(ctx: &mut Context) -> Result<Answer, ApiError>;
+}
+
+/// A successful answer, before the pipeline adds its headers.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(value: &impl Serialize) -> Answer {
+        Answer {
+            status: 200,
+            content_type: "application/json",
+            body: serde_json::to_vec(value).expect("answer serialises"),
+        }
+    }
+}
+
+/// How the cache served a request (a miss still counts when the call then failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheOutcome {
+    #[default]
+    NotUsed,
+    Hit,
+    Miss,
+}
+
+impl CacheOutcome {
+    /// The `x-cache` header, if the cache was consulted.
+    pub fn header(self) -> Option<&'static str> {
+        match self {
+            CacheOutcome::NotUsed => None,
+            CacheOutcome::Hit => Some("HIT"),
+            CacheOutcome::Miss => Some("MISS"),
+        }
+    }
+
+    /// The log line's `cache` field.
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheOutcome::NotUsed => "none",
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+        }
+    }
+}
