@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The project's one test command (README, .ci/run). It builds the wasm
-# components, then runs, in order:
+# The project's one test command (README, .ci/run). It checks formatting,
+# builds the wasm components, runs clippy with warnings denied, then runs, in order:
 #   1. cargo tests: native unit tests, manifest checks, property fuzzing, the
 #      test host's self-tests, and the end-to-end tests of the built components;
 #   2. promtool on a real /metrics scrape from those end-to-end tests;
@@ -35,10 +35,25 @@ run() {
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+        rustup component add "$component"
+    fi
+done
+
+step "formatting (cargo fmt --check, rustfmt.toml)"
+run cargo fmt --all --check
+run bash -c 'cd deploy/healthcheck && cargo fmt --check'
 
 step "building the components (wasm32-wasip2, release)"
 cargo build --target wasm32-wasip2 --release \
     -p detect -p tag -p search -p health -p metrics -p forwarder
+
+step "clippy, warnings denied (native workspace, then the components for wasm32-wasip2)"
+run cargo clippy --release --workspace --exclude detect --exclude tag --exclude search \
+    --exclude health --exclude metrics --exclude forwarder --all-targets -- -D warnings
+run cargo clippy --release --target wasm32-wasip2 \
+    -p detect -p tag -p search -p health -p metrics -p forwarder -- -D warnings
 
 step "cargo tests (unit, manifest, property fuzzing, test host, end to end)"
 rm -rf target/transcripts target/metrics-sample.txt

@@ -26,10 +26,8 @@ fn one_component_per_endpoint_with_a_build_command() {
         .iter()
         .map(|t| (t["route"].as_str().unwrap().to_string(), t["component"].as_str().unwrap().to_string()))
         .collect();
-    let expected: Vec<(String, String)> = ["detect", "tag", "search", "health", "metrics"]
-        .iter()
-        .map(|c| (format!("/{c}"), c.to_string()))
-        .collect();
+    let expected: Vec<(String, String)> =
+        ["detect", "tag", "search", "health", "metrics"].iter().map(|c| (format!("/{c}"), c.to_string())).collect();
     assert_eq!(routes, expected);
     for (_, name) in &routes {
         let c = component(&m, name);

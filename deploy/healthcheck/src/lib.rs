@@ -219,7 +219,17 @@ mod tests {
         assert_eq!(parse_target("http://h?x").unwrap(), t("h", 80, "h", "/?x"));
         assert_eq!(parse_target("http://[::1]:8001/health").unwrap(), t("::1", 8001, "[::1]:8001", "/health"));
         assert_eq!(parse_target("http://[::1]").unwrap(), t("::1", 80, "[::1]", "/"));
-        for bad in ["https://h/", "h:80", "http://", "http://:80/", "http://h:x/", "http://u@h/", "http://[::1", "http://h/a b", ""] {
+        for bad in [
+            "https://h/",
+            "h:80",
+            "http://",
+            "http://:80/",
+            "http://h:x/",
+            "http://u@h/",
+            "http://[::1",
+            "http://h/a b",
+            "",
+        ] {
             assert!(parse_target(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -227,10 +237,20 @@ mod tests {
     #[test]
     fn args() {
         let parse = |v: &[&str]| parse_args(v.iter().map(|s| s.to_string()));
-        assert_eq!(parse(&[]).unwrap(), Options { target: parse_target(DEFAULT_URL).unwrap(), timeout: DEFAULT_TIMEOUT });
+        assert_eq!(
+            parse(&[]).unwrap(),
+            Options { target: parse_target(DEFAULT_URL).unwrap(), timeout: DEFAULT_TIMEOUT }
+        );
         let o = parse(&["--timeout-ms", "250", "8080"]).unwrap();
         assert_eq!((o.target.port, o.timeout), (8080, Duration::from_millis(250)));
-        for bad in [&["--timeout-ms"][..], &["--timeout-ms", "0"], &["--timeout-ms", "x"], &["8001", "8002"], &["--what"], &["--help"]] {
+        for bad in [
+            &["--timeout-ms"][..],
+            &["--timeout-ms", "0"],
+            &["--timeout-ms", "x"],
+            &["8001", "8002"],
+            &["--what"],
+            &["--help"],
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

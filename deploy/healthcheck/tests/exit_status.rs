@@ -42,7 +42,8 @@ fn url(port: u16) -> String {
 
 #[test]
 fn ok_on_200() {
-    let (port, request) = serve_once(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}");
+    let (port, request) =
+        serve_once(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}");
     let out = run(&[&url(port)]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let request = request.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -67,7 +68,9 @@ fn fails_on_503() {
 
 #[test]
 fn fails_on_other_statuses_and_garbage() {
-    for reply in [&b"HTTP/1.1 204 No Content\r\n\r\n"[..], b"HTTP/1.1 404 Not Found\r\n\r\n", b"SSH-2.0-OpenSSH_9.6\r\n", b""] {
+    for reply in
+        [&b"HTTP/1.1 204 No Content\r\n\r\n"[..], b"HTTP/1.1 404 Not Found\r\n\r\n", b"SSH-2.0-OpenSSH_9.6\r\n", b""]
+    {
         let (port, _) = serve_once(reply);
         assert_eq!(run(&[&url(port)]).status.code(), Some(1), "reply {:?}", String::from_utf8_lossy(reply));
     }

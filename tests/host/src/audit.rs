@@ -26,12 +26,7 @@ pub const HANDLER_EXPORT: &str = "wasi:http/handler@0.3.0-rc-2026-03-15";
 pub fn audit_component_imports(wasm: &Path, wit_dir: &Path) -> Result<(), Vec<String>> {
     let allowed = match world_imports(wit_dir) {
         Ok(a) => a,
-        Err(e) => {
-            return Err(vec![format!(
-                "cannot read the world in {}: {e:#}",
-                wit_dir.display()
-            )])
-        }
+        Err(e) => return Err(vec![format!("cannot read the world in {}: {e:#}", wit_dir.display())]),
     };
     let bytes = match std::fs::read(wasm) {
         Ok(b) => b,
@@ -68,9 +63,7 @@ pub fn audit_component_imports(wasm: &Path, wit_dir: &Path) -> Result<(), Vec<St
 }
 
 /// The top-level import and export names of a component.
-pub fn component_imports_exports(
-    bytes: &[u8],
-) -> anyhow::Result<(BTreeSet<String>, BTreeSet<String>)> {
+pub fn component_imports_exports(bytes: &[u8]) -> anyhow::Result<(BTreeSet<String>, BTreeSet<String>)> {
     if !Parser::is_component(bytes) {
         anyhow::bail!("not a component (a wasm32-wasip1 core module? build for wasm32-wasip2)");
     }
@@ -125,23 +118,16 @@ fn split_name(name: &str) -> Option<Name<'_>> {
         Some((i, v)) => (i, Some(semver::Version::parse(v).ok()?)),
         None => (name, None),
     };
-    interface
-        .contains(':')
-        .then_some(Name { interface, version })
+    interface.contains(':').then_some(Name { interface, version })
 }
 
 /// `None` if the import is allowed, else why not.
 fn check_import(import: &str, allowed: &BTreeSet<String>) -> Option<String> {
     let Some(name) = split_name(import) else {
-        return Some(format!(
-            "imports {import:?}, which is not an interface of a WIT package"
-        ));
+        return Some(format!("imports {import:?}, which is not an interface of a WIT package"));
     };
     if name.interface.starts_with("wasi:http/") {
-        let ok = name
-            .version
-            .as_ref()
-            .is_some_and(|v| v.to_string() == WASI_HTTP_VERSION);
+        let ok = name.version.as_ref().is_some_and(|v| v.to_string() == WASI_HTTP_VERSION);
         return (!ok).then(|| {
             format!("imports {import}: Spin 4.0.2 provides wasi:http only at {WASI_HTTP_VERSION} for WASIp3 components (spin-sdk must stay =6.0.0)")
         });
@@ -157,10 +143,8 @@ fn check_import(import: &str, allowed: &BTreeSet<String>) -> Option<String> {
     if compatible {
         None
     } else {
-        let same_interface: Vec<&String> = allowed
-            .iter()
-            .filter(|a| split_name(a).is_some_and(|a| a.interface == name.interface))
-            .collect();
+        let same_interface: Vec<&String> =
+            allowed.iter().filter(|a| split_name(a).is_some_and(|a| a.interface == name.interface)).collect();
         Some(if same_interface.is_empty() {
             format!("imports {import}, which is outside the `{WORLD}` world in wit/ (Spin 4.0.2 may not provide it)")
         } else {
@@ -174,11 +158,8 @@ fn versions_compatible(world: &semver::Version, wanted: &semver::Version) -> boo
     if !world.pre.is_empty() || !wanted.pre.is_empty() {
         return world == wanted;
     }
-    let same_track = if world.major == 0 {
-        wanted.major == 0 && world.minor == wanted.minor
-    } else {
-        world.major == wanted.major
-    };
+    let same_track =
+        if world.major == 0 { wanted.major == 0 && world.minor == wanted.minor } else { world.major == wanted.major };
     same_track && wanted <= world
 }
 
@@ -203,29 +184,19 @@ mod tests {
         let a = allowed();
         assert_eq!(check_import("wasi:cli/environment@0.2.0", &a), None);
         assert_eq!(check_import("wasi:cli/environment@0.2.6", &a), None);
-        assert_eq!(
-            check_import("wasi:http/types@0.3.0-rc-2026-03-15", &a),
-            None
-        );
+        assert_eq!(check_import("wasi:http/types@0.3.0-rc-2026-03-15", &a), None);
         assert_eq!(check_import("wasi:keyvalue/store@0.2.0-draft2", &a), None);
     }
 
     #[test]
     fn foreign_or_wrong_versions_fail() {
         let a = allowed();
-        assert!(check_import("wasi:http/types@0.3.0", &a)
-            .unwrap()
-            .contains("=6.0.0"));
+        assert!(check_import("wasi:http/types@0.3.0", &a).unwrap().contains("=6.0.0"));
         assert!(check_import("wasi:http/outgoing-handler@0.2.6", &a).is_some());
-        assert!(
-            check_import("wasi:cli/environment@0.2.7", &a).is_some(),
-            "newer than the host"
-        );
+        assert!(check_import("wasi:cli/environment@0.2.7", &a).is_some(), "newer than the host");
         assert!(check_import("wasi:cli/environment@0.3.0-rc-2026-03-15", &a).is_some());
         assert!(check_import("spin:variables/variables@2.0.0", &a).is_some());
-        assert!(check_import("wasi:config/store@0.2.0-draft-2024-09-27", &a)
-            .unwrap()
-            .contains("outside"));
+        assert!(check_import("wasi:config/store@0.2.0-draft-2024-09-27", &a).unwrap().contains("outside"));
         assert!(check_import("wasi:keyvalue/store@0.2.0-draft", &a).is_some());
         assert!(check_import("plainname", &a).is_some());
     }

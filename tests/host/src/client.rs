@@ -31,48 +31,27 @@ impl Reply {
 
 /// Sends one request to `url` (`http://host:port/path?query`) and reads the whole answer.
 /// Times out after 60 s so a hung server fails the test instead of the CI run.
-pub async fn send(
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> Result<Reply> {
+pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Result<Reply> {
     let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
     let authority = uri.authority().context("URL without host")?.clone();
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
     let fut = async move {
         let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
         stream.set_nodelay(true).ok();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", authority.as_str());
+        let mut req = Request::builder().method(method).uri(path).header("host", authority.as_str());
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = sender
-            .send_request(req.body(Full::new(body.into()))?)
-            .await?;
+        let resp = sender.send_request(req.body(Full::new(body.into()))?).await?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();
-        anyhow::Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        anyhow::Ok(Reply { status: parts.status, headers: parts.headers, body })
     };
-    tokio::time::timeout(Duration::from_secs(60), fut)
-        .await
-        .with_context(|| format!("{url}: no answer within 60 s"))?
+    tokio::time::timeout(Duration::from_secs(60), fut).await.with_context(|| format!("{url}: no answer within 60 s"))?
 }
 
 pub async fn get(url: &str) -> Result<Reply> {
@@ -81,11 +60,5 @@ pub async fn get(url: &str) -> Result<Reply> {
 
 /// POSTs a JSON value with `content-type: application/json`.
 pub async fn post_json(url: &str, body: &serde_json::Value) -> Result<Reply> {
-    send(
-        Method::POST,
-        url,
-        &[("content-type", "application/json")],
-        body.to_string(),
-    )
-    .await
+    send(Method::POST, url, &[("content-type", "application/json")], body.to_string()).await
 }

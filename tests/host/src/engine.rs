@@ -29,10 +29,7 @@ pub fn engine() -> &'static Engine {
                 Ok(cache) => {
                     config.cache(Some(cache));
                 }
-                Err(e) => eprintln!(
-                    "spin-test-host: compile cache disabled ({}): {e:#}",
-                    dir.display()
-                ),
+                Err(e) => eprintln!("spin-test-host: compile cache disabled ({}): {e:#}", dir.display()),
             }
         }
         Engine::new(&config).expect("wasmtime engine")
@@ -67,9 +64,7 @@ pub async fn load_component(id: &str, path: &Path) -> Result<Component> {
     );
     let id = id.to_string();
     // Compilation is CPU-bound and blocking: keep it off the async workers.
-    tokio::task::spawn_blocking(move || compile_cached(&id, key))
-        .await
-        .context("compile task panicked")?
+    tokio::task::spawn_blocking(move || compile_cached(&id, key)).await.context("compile task panicked")?
 }
 
 fn compile_cached(id: &str, key: Key) -> Result<Component> {

@@ -26,8 +26,5 @@ pub use server::{start_app, AppOptions, InstanceReuse, RunningApp};
 
 /// The workspace root (`tests/host/../..`), for tests that locate manifests and wasm.
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
 }

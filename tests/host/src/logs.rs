@@ -33,10 +33,7 @@ pub struct LogSink {
 
 impl LogSink {
     pub fn new(echo: bool) -> Arc<LogSink> {
-        Arc::new(LogSink {
-            lines: Mutex::default(),
-            echo,
-        })
+        Arc::new(LogSink { lines: Mutex::default(), echo })
     }
 
     pub fn lines(&self) -> Vec<LogLine> {
@@ -53,9 +50,7 @@ impl LogSink {
     }
 
     fn push(&self, component: &Arc<str>, stream: Stream, bytes: &[u8]) {
-        let text = String::from_utf8_lossy(bytes)
-            .trim_end_matches('\r')
-            .to_string();
+        let text = String::from_utf8_lossy(bytes).trim_end_matches('\r').to_string();
         if self.echo {
             match stream {
                 Stream::Stdout => println!("{text}"),
@@ -64,11 +59,7 @@ impl LogSink {
                 }
             }
         }
-        self.lines.lock().unwrap().push(LogLine {
-            component: component.clone(),
-            stream,
-            text,
-        });
+        self.lines.lock().unwrap().push(LogLine { component: component.clone(), stream, text });
     }
 }
 
@@ -88,10 +79,7 @@ impl IsTerminal for CapturedOutput {
 
 impl StdoutStream for CapturedOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
-            out: self.clone(),
-            partial: Vec::new(),
-        })
+        Box::new(LineWriter { out: self.clone(), partial: Vec::new() })
     }
 }
 
@@ -105,28 +93,20 @@ impl LineWriter {
     fn flush_partial(&mut self) {
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
-            self.out
-                .sink
-                .push(&self.out.component, self.out.stream, &line);
+            self.out.sink.push(&self.out.component, self.out.stream, &line);
         }
     }
 }
 
 impl AsyncWrite for LineWriter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         for chunk in buf.split_inclusive(|b| *b == b'\n') {
             match chunk.strip_suffix(b"\n") {
                 Some(end) => {
                     this.partial.extend_from_slice(end);
                     let line = std::mem::take(&mut this.partial);
-                    this.out
-                        .sink
-                        .push(&this.out.component, this.out.stream, &line);
+                    this.out.sink.push(&this.out.component, this.out.stream, &line);
                 }
                 None => this.partial.extend_from_slice(chunk),
             }
@@ -158,11 +138,7 @@ mod tests {
     #[tokio::test]
     async fn lines_are_reassembled_across_writes() {
         let sink = LogSink::new(false);
-        let out = CapturedOutput {
-            sink: sink.clone(),
-            component: Arc::from("c"),
-            stream: Stream::Stderr,
-        };
+        let out = CapturedOutput { sink: sink.clone(), component: Arc::from("c"), stream: Stream::Stderr };
         let mut w = Pin::from(out.async_stream());
         w.write_all(b"{\"a\":").await.unwrap();
         w.write_all(b"1}\nsecond\nthi").await.unwrap();

@@ -24,9 +24,7 @@ fn main() -> Result<()> {
         eprintln!("{USAGE}");
         std::process::exit(2);
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match command.as_str() {
         "serve" => rt.block_on(serve(Args::parse(rest)?)),
         "mock" => rt.block_on(mock(Args::parse(rest)?)),
@@ -60,17 +58,10 @@ impl Args {
             } else if let Some(flag) = a.strip_prefix("--") {
                 let (name, value) = match flag.split_once('=') {
                     Some((n, v)) => (n.to_string(), v.to_string()),
-                    None => (
-                        flag.to_string(),
-                        it.next()
-                            .with_context(|| format!("--{flag} needs a value"))?
-                            .clone(),
-                    ),
+                    None => (flag.to_string(), it.next().with_context(|| format!("--{flag} needs a value"))?.clone()),
                 };
                 if name == "variable" {
-                    let (k, v) = value
-                        .split_once('=')
-                        .with_context(|| format!("--variable {value}: expected k=v"))?;
+                    let (k, v) = value.split_once('=').with_context(|| format!("--variable {value}: expected k=v"))?;
                     out.variables.push((k.to_string(), v.to_string()));
                 } else {
                     out.values.insert(name, value);
@@ -92,9 +83,7 @@ impl Args {
 
     fn millis(&self, name: &str) -> Result<Duration> {
         Ok(Duration::from_millis(match self.get(name) {
-            Some(v) => v
-                .parse()
-                .with_context(|| format!("--{name} {v}: not a number"))?,
+            Some(v) => v.parse().with_context(|| format!("--{name} {v}: not a number"))?,
             None => 0,
         }))
     }
@@ -103,21 +92,14 @@ impl Args {
 async fn serve(args: Args) -> Result<()> {
     let mut opts = AppOptions::new(args.get("manifest").unwrap_or("spin.toml"));
     opts.runtime_config = args.get("runtime-config-file").map(PathBuf::from);
-    opts.listen = args
-        .get("listen")
-        .unwrap_or("127.0.0.1:3000")
-        .parse()
-        .context("--listen")?;
+    opts.listen = args.get("listen").unwrap_or("127.0.0.1:3000").parse().context("--listen")?;
     opts.env = std::env::vars().collect();
     opts.echo_logs = true;
 
     let _mock = if args.has("--mock") {
         let cfg = MockConfig {
             token: args.get("mock-token").unwrap_or("test-token").to_string(),
-            collection_id: args
-                .get("mock-collection-id")
-                .unwrap_or("test-collection")
-                .to_string(),
+            collection_id: args.get("mock-collection-id").unwrap_or("test-collection").to_string(),
             latency: args.millis("mock-latency-ms")?,
             ..MockConfig::default()
         };
@@ -126,8 +108,7 @@ async fn serve(args: Args) -> Result<()> {
         // The mock's coordinates, overridable by explicit --variable below.
         opts.variables.insert("api_url".into(), mock.url());
         opts.variables.insert("api_token".into(), cfg.token);
-        opts.variables
-            .insert("collection_id".into(), cfg.collection_id);
+        opts.variables.insert("collection_id".into(), cfg.collection_id);
         Some(mock)
     } else {
         None
@@ -160,16 +141,9 @@ async fn stop_signal() -> Result<()> {
 async fn mock(args: Args) -> Result<()> {
     let cfg = MockConfig {
         token: args.get("token").unwrap_or("test-token").to_string(),
-        collection_id: args
-            .get("collection-id")
-            .unwrap_or("test-collection")
-            .to_string(),
+        collection_id: args.get("collection-id").unwrap_or("test-collection").to_string(),
         latency: args.millis("latency-ms")?,
-        listen: args
-            .get("listen")
-            .unwrap_or("127.0.0.1:9000")
-            .parse::<SocketAddr>()
-            .context("--listen")?,
+        listen: args.get("listen").unwrap_or("127.0.0.1:9000").parse::<SocketAddr>().context("--listen")?,
     };
     let mock = MockXimilar::start(cfg).await?;
     println!("mock Ximilar listening on {}", mock.url());
@@ -184,11 +158,7 @@ fn run_audit(args: Args) -> Result<()> {
         let manifest = spin_test_host::manifest::Manifest::load(std::path::Path::new(
             args.get("manifest").unwrap_or("spin.toml"),
         ))?;
-        wasm = manifest
-            .components
-            .values()
-            .map(|c| c.source.clone())
-            .collect();
+        wasm = manifest.components.values().map(|c| c.source.clone()).collect();
     }
     let mut failed = false;
     for w in &wasm {

@@ -102,17 +102,9 @@ struct RawComponent {
 impl Manifest {
     /// Reads and validates a manifest file.
     pub fn load(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read manifest {}", path.display()))?;
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let dir = if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir
-        };
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read manifest {}", path.display()))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
         Self::parse(&text, &dir).with_context(|| format!("invalid manifest {}", path.display()))
     }
@@ -152,19 +144,18 @@ impl Manifest {
                 _ => bail!("component {id:?}: only a local file `source` is supported"),
             };
             if raw_c.files.is_some() {
-                bail!(
-                    "component {id:?}: `files` (mounted files) is not supported by the test host"
-                );
+                bail!("component {id:?}: `files` (mounted files) is not supported by the test host");
             }
             if raw_c.allowed_http_hosts.is_some() {
                 bail!("component {id:?}: `allowed_http_hosts` is gone in manifest v2; use allowed_outbound_hosts");
             }
             for (name, template) in &raw_c.variables {
-                validate_variable_name(name)
-                    .with_context(|| format!("component {id:?} variable"))?;
+                validate_variable_name(name).with_context(|| format!("component {id:?} variable"))?;
                 for referenced in crate::variables::Template::parse(template)?.referenced() {
                     if !raw.variables.contains_key(referenced) {
-                        bail!("component {id:?} variable {name:?} refers to unknown application variable {referenced:?}");
+                        bail!(
+                            "component {id:?} variable {name:?} refers to unknown application variable {referenced:?}"
+                        );
                     }
                 }
             }
@@ -207,14 +198,8 @@ fn parse_http_trigger(entry: &toml::Table) -> Result<HttpTrigger> {
     };
     let route = match entry.get("route") {
         Some(toml::Value::String(s)) => Some(s.clone()),
-        Some(toml::Value::Table(t))
-            if t.get("private").and_then(toml::Value::as_bool) == Some(true) =>
-        {
-            None
-        }
-        _ => bail!(
-            "[[trigger.http]] for {component:?}: route must be a string or {{ private = true }}"
-        ),
+        Some(toml::Value::Table(t)) if t.get("private").and_then(toml::Value::as_bool) == Some(true) => None,
+        _ => bail!("[[trigger.http]] for {component:?}: route must be a string or {{ private = true }}"),
     };
     Ok(HttpTrigger { route, component })
 }
@@ -223,9 +208,7 @@ fn parse_http_trigger(entry: &toml::Table) -> Result<HttpTrigger> {
 /// starting with a letter.
 pub fn validate_variable_name(name: &str) -> Result<()> {
     let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !name.contains("__")
         && !name.ends_with('_');
     if ok {

@@ -94,15 +94,10 @@ impl AllowedHost {
             Some("*") => PortPattern::Any,
             Some(p) => match p.split_once("..") {
                 Some((a, b)) => PortPattern::Range(
-                    a.parse()
-                        .with_context(|| format!("{text:?}: bad port range"))?,
-                    b.parse()
-                        .with_context(|| format!("{text:?}: bad port range"))?,
+                    a.parse().with_context(|| format!("{text:?}: bad port range"))?,
+                    b.parse().with_context(|| format!("{text:?}: bad port range"))?,
                 ),
-                None => PortPattern::One(
-                    p.parse()
-                        .with_context(|| format!("{text:?}: bad port {p:?}"))?,
-                ),
+                None => PortPattern::One(p.parse().with_context(|| format!("{text:?}: bad port {p:?}"))?),
             },
         };
         let host = match host {
@@ -120,11 +115,7 @@ impl AllowedHost {
             "" => bail!("{text:?}: empty host"),
             h => HostPattern::Literal(normalize_host(h)),
         };
-        Ok(AllowedHost {
-            scheme: (scheme != "*").then(|| scheme.to_string()),
-            host,
-            port,
-        })
+        Ok(AllowedHost { scheme: (scheme != "*").then(|| scheme.to_string()), host, port })
     }
 
     fn allows(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
@@ -132,9 +123,7 @@ impl AllowedHost {
         let host = normalize_host(host);
         let host_ok = match &self.host {
             HostPattern::Any => true,
-            HostPattern::Subdomain(suffix) => {
-                host.ends_with(suffix.as_str()) && host.parse::<IpAddr>().is_err()
-            }
+            HostPattern::Subdomain(suffix) => host.ends_with(suffix.as_str()) && host.parse::<IpAddr>().is_err(),
             HostPattern::Literal(l) => *l == host,
             HostPattern::ToSelf => false,
         };
@@ -163,9 +152,7 @@ fn default_port(scheme: &str) -> Option<u16> {
 
 /// Lower-cases names and strips IPv6 brackets so `[::1]` and `::1` compare equal.
 fn normalize_host(h: &str) -> String {
-    h.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase()
+    h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()
 }
 
 /// A component's resolved allow-list.
@@ -175,11 +162,7 @@ pub struct AllowedHosts(Vec<AllowedHost>);
 impl AllowedHosts {
     /// Parses already-rendered entries. An empty list allows nothing.
     pub fn parse(entries: &[String]) -> Result<AllowedHosts> {
-        entries
-            .iter()
-            .map(|e| AllowedHost::parse(e))
-            .collect::<Result<Vec<_>>>()
-            .map(AllowedHosts)
+        entries.iter().map(|e| AllowedHost::parse(e)).collect::<Result<Vec<_>>>().map(AllowedHosts)
     }
 
     pub fn allows_uri(&self, uri: &http::Uri) -> bool {
@@ -187,9 +170,7 @@ impl AllowedHosts {
             // Relative (self) requests: not supported, so never allowed.
             return false;
         };
-        self.0
-            .iter()
-            .any(|a| a.allows(scheme, host, uri.port_u16()))
+        self.0.iter().any(|a| a.allows(scheme, host, uri.port_u16()))
     }
 }
 
@@ -212,12 +193,7 @@ pub struct OutboundLedger {
 
 impl OutboundLedger {
     pub fn calls(&self, component: &str) -> usize {
-        self.calls
-            .lock()
-            .unwrap()
-            .get(component)
-            .copied()
-            .unwrap_or(0)
+        self.calls.lock().unwrap().get(component).copied().unwrap_or(0)
     }
 
     pub fn denied(&self) -> Vec<DeniedCall> {
@@ -225,19 +201,11 @@ impl OutboundLedger {
     }
 
     fn record_call(&self, component: &str) {
-        *self
-            .calls
-            .lock()
-            .unwrap()
-            .entry(component.to_string())
-            .or_default() += 1;
+        *self.calls.lock().unwrap().entry(component.to_string()).or_default() += 1;
     }
 
     fn record_denied(&self, component: &str, url: String) {
-        self.denied.lock().unwrap().push(DeniedCall {
-            component: component.to_string(),
-            url,
-        });
+        self.denied.lock().unwrap().push(DeniedCall { component: component.to_string(), url });
     }
 }
 
@@ -254,10 +222,7 @@ pub struct OutboundPolicy {
 }
 
 type SendResult = Result<
-    (
-        http::Response<HostBody>,
-        Box<dyn Future<Output = Result<(), ErrorCode>> + Send>,
-    ),
+    (http::Response<HostBody>, Box<dyn Future<Output = Result<(), ErrorCode>> + Send>),
     wasmtime_wasi::TrappableError<ErrorCode>,
 >;
 
@@ -274,9 +239,7 @@ impl WasiHttpHooks for OutboundPolicy {
         let policy = self.clone();
         Box::new(async move {
             if !policy.allowed.allows_uri(request.uri()) {
-                policy
-                    .ledger
-                    .record_denied(&policy.component, request.uri().to_string());
+                policy.ledger.record_denied(&policy.component, request.uri().to_string());
                 return Err(ErrorCode::HttpRequestDenied.into());
             }
             policy.ledger.record_call(&policy.component);
@@ -286,10 +249,7 @@ impl WasiHttpHooks for OutboundPolicy {
             } else {
                 policy.pool.send(request, timeouts).await?
             };
-            Ok((
-                response,
-                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
-            ))
+            Ok((response, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
         })
     }
 }
@@ -340,20 +300,13 @@ impl ConnectionPool {
         mut request: http::Request<HostBody>,
         timeouts: Timeouts,
     ) -> Result<http::Response<HostBody>, ErrorCode> {
-        let authority = request
-            .uri()
-            .authority()
-            .ok_or(ErrorCode::HttpRequestUriInvalid)?;
+        let authority = request.uri().authority().ok_or(ErrorCode::HttpRequestUriInvalid)?;
         let key = match authority.port_u16() {
             Some(_) => authority.to_string(),
             None => format!("{}:80", authority.host()),
         };
         // HTTP/1.1 wants the origin form on the wire; the Host header is already set.
-        let path = request
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+        let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         *request.uri_mut() = path.parse().map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
 
         let mut sender = match self.take_idle(&key).await {
@@ -395,29 +348,23 @@ impl ConnectionPool {
 
     fn give_back(&self, key: String, sender: SendRequest<HostBody>) {
         if !sender.is_closed() {
-            self.idle
-                .lock()
-                .unwrap()
-                .entry(key)
-                .or_default()
-                .push((sender, Instant::now()));
+            self.idle.lock().unwrap().entry(key).or_default().push((sender, Instant::now()));
         }
     }
 }
 
 async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<HostBody>, ErrorCode> {
-    let stream =
-        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(authority)).await {
-            Err(_) => return Err(ErrorCode::ConnectionTimeout),
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) if e.to_string().contains("failed to lookup address") => {
-                return Err(ErrorCode::DnsError(DnsErrorPayload {
-                    rcode: Some("address not available".into()),
-                    info_code: Some(0),
-                }))
-            }
-            Ok(Err(_)) => return Err(ErrorCode::ConnectionRefused),
-        };
+    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(authority)).await {
+        Err(_) => return Err(ErrorCode::ConnectionTimeout),
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.to_string().contains("failed to lookup address") => {
+            return Err(ErrorCode::DnsError(DnsErrorPayload {
+                rcode: Some("address not available".into()),
+                info_code: Some(0),
+            }))
+        }
+        Ok(Err(_)) => return Err(ErrorCode::ConnectionRefused),
+    };
     // Small JSON requests must not wait for Nagle's algorithm.
     stream.set_nodelay(true).ok();
     let io = hyper_util::rt::TokioIo::new(stream);
@@ -456,11 +403,7 @@ impl http_body::Body for PooledBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.give_back = None;
-                let code = if e.is_timeout() {
-                    ErrorCode::HttpResponseTimeout
-                } else {
-                    ErrorCode::HttpProtocolError
-                };
+                let code = if e.is_timeout() { ErrorCode::HttpResponseTimeout } else { ErrorCode::HttpProtocolError };
                 Poll::Ready(Some(Err(code)))
             }
             Poll::Ready(None) => {
@@ -471,9 +414,7 @@ impl http_body::Body for PooledBody {
             }
             Poll::Pending => {
                 let between = this.between_bytes;
-                let deadline = this
-                    .deadline
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(between)));
+                let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(between)));
                 match deadline.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         this.give_back = None;

@@ -50,9 +50,8 @@ impl Router {
         let mut out: Vec<Route> = Vec::new();
         for (raw, component) in routes {
             let route = parse_route(raw, component)?;
-            if let Some(existing) = out
-                .iter_mut()
-                .find(|r| r.segments == route.segments && r.wildcard == route.wildcard)
+            if let Some(existing) =
+                out.iter_mut().find(|r| r.segments == route.segments && r.wildcard == route.wildcard)
             {
                 *existing = route;
             } else {
@@ -65,11 +64,7 @@ impl Router {
     /// Routes a request path (without the query).
     pub fn route(&self, path: &str) -> Option<RouteMatch> {
         let trimmed = path.trim_start_matches('/');
-        let request: Vec<&str> = if trimmed.is_empty() {
-            Vec::new()
-        } else {
-            trimmed.split('/').collect()
-        };
+        let request: Vec<&str> = if trimmed.is_empty() { Vec::new() } else { trimmed.split('/').collect() };
 
         let mut best: Option<(&Route, RouteMatch)> = None;
         for route in &self.routes {
@@ -138,11 +133,7 @@ impl Route {
         Some(RouteMatch {
             component: self.component.clone(),
             raw_route: self.raw.clone(),
-            component_route: self
-                .raw
-                .strip_suffix("/...")
-                .unwrap_or(&self.raw)
-                .to_string(),
+            component_route: self.raw.strip_suffix("/...").unwrap_or(&self.raw).to_string(),
             path_info,
             captures,
         })
@@ -165,9 +156,7 @@ fn parse_route(raw: &str, component: &str) -> Result<Route> {
         (path.strip_suffix('/').unwrap_or(&path).to_string(), false)
     };
     if body.contains("...") {
-        bail!(
-            "route {raw:?} of component {component:?}: `...` is allowed only as the last segment"
-        );
+        bail!("route {raw:?} of component {component:?}: `...` is allowed only as the last segment");
     }
     let segments = body
         .trim_start_matches('/')
@@ -178,12 +167,7 @@ fn parse_route(raw: &str, component: &str) -> Result<Route> {
             None => Segment::Literal(s.to_string()),
         })
         .collect();
-    Ok(Route {
-        component: component.to_string(),
-        raw: raw.to_string(),
-        segments,
-        wildcard,
-    })
+    Ok(Route { component: component.to_string(), raw: raw.to_string(), segments, wildcard })
 }
 
 /// Is `a` more specific than `b`? (Both match the same path.)
@@ -233,12 +217,7 @@ mod tests {
 
     #[test]
     fn wildcards_longest_wins_and_exact_beats_wildcard() {
-        let r = router(&[
-            ("/...", "all"),
-            ("/one/...", "one"),
-            ("/one/two/...", "two"),
-            ("/one", "one_exact"),
-        ]);
+        let r = router(&[("/...", "all"), ("/one/...", "one"), ("/one/two/...", "two"), ("/one", "one_exact")]);
         assert_eq!(comp(&r, "/one/two/three").as_deref(), Some("two"));
         assert_eq!(comp(&r, "/one/x").as_deref(), Some("one"));
         assert_eq!(comp(&r, "/one").as_deref(), Some("one_exact"));

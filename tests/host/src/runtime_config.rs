@@ -29,10 +29,9 @@ pub struct KvStoreConfig {
 
 impl RuntimeConfig {
     pub fn load(path: &Path) -> Result<RuntimeConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read runtime config {}", path.display()))?;
-        let mut config = Self::parse(&text)
-            .with_context(|| format!("invalid runtime config {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read runtime config {}", path.display()))?;
+        let mut config = Self::parse(&text).with_context(|| format!("invalid runtime config {}", path.display()))?;
         // Like Spin: a relative store path is relative to the runtime config file.
         let dir = path.parent().unwrap_or(Path::new("."));
         for store in &mut config.key_value_stores {
@@ -52,9 +51,7 @@ impl RuntimeConfig {
         let table: toml::Table = toml::from_str(text)?;
         let mut config = RuntimeConfig::default();
 
-        let providers = table
-            .get("variables_provider")
-            .or_else(|| table.get("config_provider"));
+        let providers = table.get("variables_provider").or_else(|| table.get("config_provider"));
         if let Some(providers) = providers {
             let Some(list) = providers.as_array() else {
                 bail!("variables_provider must be an array of tables ([[variables_provider]])");
@@ -69,22 +66,12 @@ impl RuntimeConfig {
                 bail!("key_value_store must be a table of labels");
             };
             for (label, store) in stores {
-                let kind = store
-                    .get("type")
-                    .and_then(toml::Value::as_str)
-                    .unwrap_or("");
+                let kind = store.get("type").and_then(toml::Value::as_str).unwrap_or("");
                 if kind.is_empty() {
                     bail!("key_value_store.{label} has no `type`");
                 }
-                let path = store
-                    .get("path")
-                    .and_then(toml::Value::as_str)
-                    .map(PathBuf::from);
-                config.key_value_stores.push(KvStoreConfig {
-                    label: label.clone(),
-                    kind: kind.to_string(),
-                    path,
-                });
+                let path = store.get("path").and_then(toml::Value::as_str).map(PathBuf::from);
+                config.key_value_stores.push(KvStoreConfig { label: label.clone(), kind: kind.to_string(), path });
             }
         }
         Ok(config)
@@ -100,19 +87,9 @@ fn parse_provider(p: &toml::Value) -> Result<Provider> {
                     bail!("unknown field {key:?} in env variables provider");
                 }
             }
-            let prefix = p
-                .get("prefix")
-                .and_then(toml::Value::as_str)
-                .unwrap_or("SPIN_VARIABLE")
-                .to_string();
-            let dotenv_path = p
-                .get("dotenv_path")
-                .and_then(toml::Value::as_str)
-                .map(PathBuf::from);
-            Ok(Provider::Env {
-                prefix,
-                dotenv_path,
-            })
+            let prefix = p.get("prefix").and_then(toml::Value::as_str).unwrap_or("SPIN_VARIABLE").to_string();
+            let dotenv_path = p.get("dotenv_path").and_then(toml::Value::as_str).map(PathBuf::from);
+            Ok(Provider::Env { prefix, dotenv_path })
         }
         "static" => {
             let values = p
@@ -121,17 +98,13 @@ fn parse_provider(p: &toml::Value) -> Result<Provider> {
                 .context("static variables provider needs `values`")?
                 .iter()
                 .map(|(k, v)| {
-                    let v = v
-                        .as_str()
-                        .with_context(|| format!("static value {k:?} must be a string"))?;
+                    let v = v.as_str().with_context(|| format!("static value {k:?} must be a string"))?;
                     Ok((k.clone(), v.to_string()))
                 })
                 .collect::<Result<HashMap<_, _>>>()?;
             Ok(Provider::Static(values))
         }
-        other => bail!(
-            "variables provider type {other:?} is not supported by the test host (env, static)"
-        ),
+        other => bail!("variables provider type {other:?} is not supported by the test host (env, static)"),
     }
 }
 
@@ -161,10 +134,8 @@ type = "spin"
         assert_eq!(c.key_value_labels(), vec!["cache", "metrics"]);
         assert_eq!(c.key_value_stores[0].path.as_deref(), Some(Path::new(".spin/cache.db")));
         assert_eq!((c.key_value_stores[1].kind.as_str(), c.key_value_stores[1].path.as_ref()), ("spin", None));
-        assert!(
-            matches!(&c.variable_providers[0], Provider::Env { prefix, dotenv_path }
-            if prefix == "XIMILAR" && dotenv_path.as_deref() == Some(Path::new(".env")))
-        );
+        assert!(matches!(&c.variable_providers[0], Provider::Env { prefix, dotenv_path }
+            if prefix == "XIMILAR" && dotenv_path.as_deref() == Some(Path::new(".env"))));
         assert!(matches!(&c.variable_providers[1], Provider::Static(m) if m["a"] == "1"));
     }
 

@@ -37,9 +37,7 @@ use crate::manifest::Manifest;
 use crate::outbound::{AllowedHosts, ConnectionPool, DeniedCall, OutboundLedger, OutboundPolicy};
 use crate::routing::{RouteMatch, Router};
 use crate::runtime_config::RuntimeConfig;
-use crate::variables::{
-    self, ComponentVariables, Environment, Provider, Template, VarsCtx, VarsHost,
-};
+use crate::variables::{self, ComponentVariables, Environment, Provider, Template, VarsCtx, VarsHost};
 use crate::{bindings, engine};
 
 /// How to start an app. Build it with `AppOptions::new(manifest)` or with
@@ -83,11 +81,7 @@ pub struct InstanceReuse {
 
 impl Default for InstanceReuse {
     fn default() -> Self {
-        InstanceReuse {
-            max_requests: 128,
-            max_concurrent: 16,
-            idle_timeout: Duration::from_secs(1),
-        }
+        InstanceReuse { max_requests: 128, max_concurrent: 16, idle_timeout: Duration::from_secs(1) }
     }
 }
 
@@ -110,10 +104,7 @@ impl Default for AppOptions {
 
 impl AppOptions {
     pub fn new(manifest: impl Into<PathBuf>) -> AppOptions {
-        AppOptions {
-            manifest: manifest.into(),
-            ..Default::default()
-        }
+        AppOptions { manifest: manifest.into(), ..Default::default() }
     }
 }
 
@@ -256,10 +247,7 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
     providers.extend(runtime.variable_providers.iter().cloned());
     providers.push(Provider::spin_default());
     // Like Spin, explicit values for variables the manifest does not declare are ignored.
-    let env = Environment {
-        vars: &opts.env,
-        work_dir: &work_dir,
-    };
+    let env = Environment { vars: &opts.env, work_dir: &work_dir };
     let app_values = variables::resolve_app_variables(&manifest.variables, &providers, &env)?;
 
     let kv = Arc::new(
@@ -276,21 +264,15 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
     link_host_interfaces(&mut linker)?;
 
     // Only components that a route reaches are instantiated, like Spin's HTTP trigger.
-    let routed: HashSet<&str> = manifest
-        .http_triggers
-        .iter()
-        .map(|t| t.component.as_str())
-        .collect();
+    let routed: HashSet<&str> = manifest.http_triggers.iter().map(|t| t.component.as_str()).collect();
     let mut components = HashMap::new();
-    for (id, decl) in manifest
-        .components
-        .iter()
-        .filter(|(id, _)| routed.contains(id.as_str()))
-    {
+    for (id, decl) in manifest.components.iter().filter(|(id, _)| routed.contains(id.as_str())) {
         let id = id.as_str();
         for label in &decl.key_value_stores {
             if !kv.contains(label) {
-                bail!("unknown key_value_stores label {label:?} for component {id:?} (declare it in the runtime config)");
+                bail!(
+                    "unknown key_value_stores label {label:?} for component {id:?} (declare it in the runtime config)"
+                );
             }
         }
         let allowed_entries = decl
@@ -298,15 +280,13 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
             .iter()
             .map(|e| Template::parse(e)?.render(&app_values))
             .collect::<Result<Vec<_>>>()?;
-        let allowed = AllowedHosts::parse(&allowed_entries).with_context(|| {
-            format!("component {id:?}: invalid allowed_outbound_hosts {allowed_entries:?}")
-        })?;
+        let allowed = AllowedHosts::parse(&allowed_entries)
+            .with_context(|| format!("component {id:?}: invalid allowed_outbound_hosts {allowed_entries:?}"))?;
 
         let component = engine::load_component(id, &decl.source).await?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("component {id:?} imports something Spin 4.0.2 (and this host) does not provide"))?;
+        let pre = linker.instantiate_pre(&component).map_err(anyhow::Error::from).with_context(|| {
+            format!("component {id:?} imports something Spin 4.0.2 (and this host) does not provide")
+        })?;
         let service = ServicePre::new(pre).map_err(anyhow::Error::from).with_context(|| {
             format!("component {id:?} does not export wasi:http/handler@0.3.0-rc-2026-03-15 (spin-sdk =6.0.0 #[http_service])")
         })?;
@@ -327,17 +307,11 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
             errors: errors.clone(),
             reuse: opts.reuse,
         };
-        components.insert(
-            id.to_string(),
-            ProxyHandler::new(host, ProxyPre::P3(service)),
-        );
+        components.insert(id.to_string(), ProxyHandler::new(host, ProxyPre::P3(service)));
     }
 
     let router = Router::build(
-        manifest
-            .http_triggers
-            .iter()
-            .filter_map(|t| t.route.as_deref().map(|r| (r, t.component.as_str()))),
+        manifest.http_triggers.iter().filter_map(|t| t.route.as_deref().map(|r| (r, t.component.as_str()))),
     )?;
 
     let app = Arc::new(App {
@@ -351,18 +325,11 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
         variables: app_values,
     });
 
-    let listener = TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel();
     let server = tokio::spawn(accept_loop(listener, app.clone(), stop_rx));
-    Ok(RunningApp {
-        addr,
-        app,
-        stop: Some(stop_tx),
-        server: Some(server),
-    })
+    Ok(RunningApp { addr, app, stop: Some(stop_tx), server: Some(server) })
 }
 
 /// The interfaces Spin 4.0.2 offers a WASIp3 HTTP component (the ones our world uses).
@@ -405,20 +372,13 @@ pub(crate) struct InstanceData {
 
 impl WasiView for InstanceData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
 impl WasiHttpView for InstanceData {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
@@ -427,13 +387,8 @@ impl HandlerState for ComponentHost {
 
     fn new_store(&self, _req_id: Option<u64>) -> wasmtime::Result<StoreBundle<InstanceData>> {
         let mut wasi = WasiCtxBuilder::new();
-        let output = |stream| CapturedOutput {
-            sink: self.logs.clone(),
-            component: self.id.clone(),
-            stream,
-        };
-        wasi.stdout(output(Stream::Stdout))
-            .stderr(output(Stream::Stderr));
+        let output = |stream| CapturedOutput { sink: self.logs.clone(), component: self.id.clone(), stream };
+        wasi.stdout(output(Stream::Stdout)).stderr(output(Stream::Stderr));
         for (k, v) in &self.environment {
             wasi.env(k, v);
         }
@@ -443,16 +398,9 @@ impl HandlerState for ComponentHost {
             table: ResourceTable::new(),
             hooks: self.policy.clone(),
             vars: VarsCtx(self.vars.clone()),
-            kv: KvAccess {
-                allowed: self.kv_allowed.clone(),
-                stores: self.kv.clone(),
-                table: ResourceTable::new(),
-            },
+            kv: KvAccess { allowed: self.kv_allowed.clone(), stores: self.kv.clone(), table: ResourceTable::new() },
         };
-        Ok(StoreBundle {
-            store: Store::new(engine::engine(), data),
-            write_profile: Box::new(|_| {}),
-        })
+        Ok(StoreBundle { store: Store::new(engine::engine(), data), write_profile: Box::new(|_| {}) })
     }
 
     fn request_timeout(&self) -> Duration {
@@ -514,11 +462,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stop: oneshot::Re
 }
 
 impl App {
-    async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<ServeBody> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<ServeBody> {
         let path = req.uri().path().to_string();
         if let Some(well_known) = path.strip_prefix("/.well-known/spin/") {
             return match well_known {
@@ -536,19 +480,14 @@ impl App {
         let req = match prepare_request(req, &route, client) {
             Ok(r) => r,
             Err(e) => {
-                report_error(
-                    &self.errors,
-                    &self.logs,
-                    format!("bad request to {path}: {e:#}"),
-                );
+                report_error(&self.errors, &self.logs, format!("bad request to {path}: {e:#}"));
                 return empty_response(StatusCode::INTERNAL_SERVER_ERROR);
             }
         };
         let handler = &self.components[&route.component];
         match call_component(handler, req).await {
             Ok(resp) => resp.map(|b| {
-                b.map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(format!("{e:?}")))
-                    .boxed_unsync()
+                b.map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(format!("{e:?}"))).boxed_unsync()
             }),
             Err(e) => {
                 report_error(
@@ -564,11 +503,7 @@ impl App {
 
 /// Gives the request an absolute URI (Spin takes the authority from `Host`) and adds the
 /// `spin-*` headers Spin 4.0.2 adds for a WASIp3 component.
-fn prepare_request(
-    req: Request<Incoming>,
-    route: &RouteMatch,
-    client: SocketAddr,
-) -> Result<Request<HostBody>> {
+fn prepare_request(req: Request<Incoming>, route: &RouteMatch, client: SocketAddr) -> Result<Request<HostBody>> {
     let (mut parts, body) = req.into_parts();
     let host = parts
         .headers
@@ -578,12 +513,7 @@ fn prepare_request(
         .context("'Host' header is not valid UTF-8")?
         .or_else(|| parts.uri.authority().map(|a| a.to_string()))
         .context("no 'Host' header present in request")?;
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
+    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
     parts.uri = http::Uri::builder()
         .scheme("http")
         .authority(host.as_str())
@@ -591,43 +521,25 @@ fn prepare_request(
         .build()
         .context("'Host' header contains an invalid authority")?;
 
-    let matched_route = route
-        .raw_route
-        .strip_suffix('/')
-        .filter(|r| !r.is_empty())
-        .unwrap_or(&route.raw_route);
+    let matched_route = route.raw_route.strip_suffix('/').filter(|r| !r.is_empty()).unwrap_or(&route.raw_route);
     let mut spin_headers = vec![
         ("spin-path-info".to_string(), route.path_info.clone()),
-        (
-            "spin-full-url".to_string(),
-            format!("http://{host}{path_and_query}"),
-        ),
+        ("spin-full-url".to_string(), format!("http://{host}{path_and_query}")),
         ("spin-matched-route".to_string(), matched_route.to_string()),
         ("spin-base-path".to_string(), "/".to_string()),
-        (
-            "spin-raw-component-route".to_string(),
-            route.raw_route.clone(),
-        ),
-        (
-            "spin-component-route".to_string(),
-            route.component_route.clone(),
-        ),
+        ("spin-raw-component-route".to_string(), route.raw_route.clone()),
+        ("spin-component-route".to_string(), route.component_route.clone()),
         ("spin-client-addr".to_string(), client.to_string()),
     ];
     for (name, value) in &route.captures {
-        spin_headers.push((
-            format!("spin-path-match-{}", name.to_ascii_lowercase()),
-            value.clone(),
-        ));
+        spin_headers.push((format!("spin-path-match-{}", name.to_ascii_lowercase()), value.clone()));
     }
     for (name, value) in spin_headers {
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             parts.headers.insert(n, v);
         }
     }
-    let body = body
-        .map_err(ErrorCode::from_hyper_request_error)
-        .boxed_unsync();
+    let body = body.map_err(ErrorCode::from_hyper_request_error).boxed_unsync();
     Ok(Request::from_parts(parts, body))
 }
 
@@ -659,13 +571,7 @@ async fn call_component(
                 match result {
                     Ok(response) => {
                         let (done_tx, done_rx) = oneshot::channel();
-                        let response = response.map(|body| {
-                            NotifyOnDrop {
-                                body,
-                                done: Some(done_tx),
-                            }
-                            .boxed_unsync()
-                        });
+                        let response = response.map(|body| NotifyOnDrop { body, done: Some(done_tx) }.boxed_unsync());
                         if tx.send(Ok(response)).is_ok() {
                             // Keep the instance's event loop running until the body is read,
                             // or the guest could not finish writing it.
@@ -679,9 +585,7 @@ async fn call_component(
             })
         }),
     );
-    rx.await.map_err(|_| {
-        "the instance stopped before answering (trap or instance failure)".to_string()
-    })?
+    rx.await.map_err(|_| "the instance stopped before answering (trap or instance failure)".to_string())?
 }
 
 /// A body that signals when it is dropped (fully read, or abandoned by the client).
@@ -719,21 +623,14 @@ impl http_body::Body for NotifyOnDrop {
 }
 
 fn empty_response(status: StatusCode) -> Response<ServeBody> {
-    let mut r = Response::new(
-        Empty::new()
-            .map_err(|e: Infallible| match e {})
-            .boxed_unsync(),
-    );
+    let mut r = Response::new(Empty::new().map_err(|e: Infallible| match e {}).boxed_unsync());
     *r.status_mut() = status;
     r
 }
 
 fn text_response(status: StatusCode, text: &str) -> Response<ServeBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(text.to_string()))
-            .map_err(|e: Infallible| match e {})
-            .boxed_unsync(),
-    );
+    let mut r =
+        Response::new(Full::new(Bytes::from(text.to_string())).map_err(|e: Infallible| match e {}).boxed_unsync());
     *r.status_mut() = status;
     r
 }

@@ -73,11 +73,9 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Lit(l) => out.push_str(l),
-                Part::Var(v) => out.push_str(
-                    values
-                        .get(v)
-                        .with_context(|| format!("unknown variable {v:?} in template"))?,
-                ),
+                Part::Var(v) => {
+                    out.push_str(values.get(v).with_context(|| format!("unknown variable {v:?} in template"))?)
+                }
             }
         }
         Ok(out)
@@ -90,10 +88,7 @@ pub enum Provider {
     /// `--variable k=v` (and the test API's explicit overrides).
     Explicit(HashMap<String, String>),
     /// `type = "env"`: `<prefix>_<NAME>` from the environment map, then from a dotenv file.
-    Env {
-        prefix: String,
-        dotenv_path: Option<PathBuf>,
-    },
+    Env { prefix: String, dotenv_path: Option<PathBuf> },
     /// `type = "static"` in the runtime config.
     Static(HashMap<String, String>),
 }
@@ -108,24 +103,13 @@ pub struct Environment<'a> {
 impl Provider {
     /// Spin's default provider, always consulted after the configured ones.
     pub fn spin_default() -> Provider {
-        Provider::Env {
-            prefix: "SPIN_VARIABLE".into(),
-            dotenv_path: Some(PathBuf::from(".env")),
-        }
+        Provider::Env { prefix: "SPIN_VARIABLE".into(), dotenv_path: Some(PathBuf::from(".env")) }
     }
 
-    fn lookup(
-        &self,
-        name: &str,
-        env: &Environment,
-        dotenv_cache: &mut DotenvCache,
-    ) -> Result<Option<String>> {
+    fn lookup(&self, name: &str, env: &Environment, dotenv_cache: &mut DotenvCache) -> Result<Option<String>> {
         Ok(match self {
             Provider::Explicit(m) | Provider::Static(m) => m.get(name).cloned(),
-            Provider::Env {
-                prefix,
-                dotenv_path,
-            } => {
+            Provider::Env { prefix, dotenv_path } => {
                 let key = format!("{prefix}_{}", name.to_ascii_uppercase());
                 match env.vars.get(&key) {
                     Some(v) => Some(v.clone()),
@@ -148,8 +132,7 @@ impl DotenvCache {
         if !self.0.contains_key(path) {
             // A missing dotenv file is not an error in Spin: it just provides nothing.
             let parsed = match std::fs::read_to_string(path) {
-                Ok(text) => parse_dotenv(&text)
-                    .with_context(|| format!("invalid dotenv file {}", path.display()))?,
+                Ok(text) => parse_dotenv(&text).with_context(|| format!("invalid dotenv file {}", path.display()))?,
                 Err(_) => HashMap::new(),
             };
             self.0.insert(path.to_path_buf(), parsed);
@@ -172,11 +155,7 @@ pub fn parse_dotenv(text: &str) -> Result<HashMap<String, String>> {
             bail!("line {}: expected KEY=VALUE", n + 1);
         };
         let key = key.trim();
-        if key.is_empty()
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        {
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
             bail!("line {}: invalid key {key:?}", n + 1);
         }
         let value = value.trim();
@@ -280,19 +259,17 @@ impl ComponentVariables {
             let rendered = Template::parse(template)?.render(app_values)?;
             values.insert(name.clone(), rendered);
         }
-        Ok(ComponentVariables {
-            component: component.to_string(),
-            values,
-        })
+        Ok(ComponentVariables { component: component.to_string(), values })
     }
 
     pub fn get(&self, name: &str) -> Result<String, VarError> {
         if crate::manifest::validate_variable_name(name).is_err() {
             return Err(VarError::InvalidName(format!("{name:?}")));
         }
-        self.values.get(name).cloned().ok_or_else(|| {
-            VarError::Undefined(format!("no variable for {:?}.{name:?}", self.component))
-        })
+        self.values
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VarError::Undefined(format!("no variable for {:?}.{name:?}", self.component)))
     }
 }
 
@@ -317,10 +294,7 @@ impl HasData for VarsHost {
 impl wit::Host for VarsCtx {}
 
 impl wit::HostWithStore for VarsHost {
-    async fn get<T>(
-        acc: &Accessor<T, Self>,
-        name: String,
-    ) -> wasmtime::Result<Result<String, wit::Error>> {
+    async fn get<T>(acc: &Accessor<T, Self>, name: String) -> wasmtime::Result<Result<String, wit::Error>> {
         let vars = acc.with(|mut a| a.get().0.clone());
         Ok(vars.get(&name).map_err(|e| match e {
             VarError::InvalidName(m) => wit::Error::InvalidName(m),
@@ -334,11 +308,7 @@ mod tests {
     use super::*;
 
     fn decl(default: Option<&str>) -> VariableDecl {
-        VariableDecl {
-            default: default.map(str::to_string),
-            required: default.is_none(),
-            ..Default::default()
-        }
+        VariableDecl { default: default.map(str::to_string), required: default.is_none(), ..Default::default() }
     }
 
     #[test]
@@ -348,29 +318,15 @@ mod tests {
         let vals = HashMap::from([("a".into(), "1".into()), ("b".into(), "2".into())]);
         assert_eq!(t.render(&vals).unwrap(), "1/x/2");
         assert!(Template::parse("{{ a").is_err());
-        assert_eq!(
-            Template::parse("plain")
-                .unwrap()
-                .render(&HashMap::new())
-                .unwrap(),
-            "plain"
-        );
+        assert_eq!(Template::parse("plain").unwrap().render(&HashMap::new()).unwrap(), "plain");
     }
 
     #[test]
     fn precedence_explicit_then_providers_in_order_then_default_provider_then_manifest() {
         let dir = std::env::temp_dir().join(format!("sth-vars-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("x.env"),
-            "XIMILAR_FROM_DOTENV=dotenv\nXIMILAR_SHADOWED=dotenv\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join(".env"),
-            "SPIN_VARIABLE_DEFAULT_DOTENV=spin-dotenv\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("x.env"), "XIMILAR_FROM_DOTENV=dotenv\nXIMILAR_SHADOWED=dotenv\n").unwrap();
+        std::fs::write(dir.join(".env"), "SPIN_VARIABLE_DEFAULT_DOTENV=spin-dotenv\n").unwrap();
 
         let declared = BTreeMap::from([
             ("explicit".to_string(), decl(Some("manifest"))),
@@ -387,22 +343,13 @@ mod tests {
         ]);
         let providers = vec![
             Provider::Explicit(HashMap::from([("explicit".into(), "cli".into())])),
-            Provider::Env {
-                prefix: "XIMILAR".into(),
-                dotenv_path: Some("x.env".into()),
-            },
+            Provider::Env { prefix: "XIMILAR".into(), dotenv_path: Some("x.env".into()) },
             Provider::spin_default(),
         ];
-        let env = Environment {
-            vars: &env_vars,
-            work_dir: &dir,
-        };
+        let env = Environment { vars: &env_vars, work_dir: &dir };
         let v = resolve_app_variables(&declared, &providers, &env).unwrap();
         assert_eq!(v["explicit"], "cli");
-        assert_eq!(
-            v["shadowed"], "env",
-            "the environment beats the provider's dotenv"
-        );
+        assert_eq!(v["shadowed"], "env", "the environment beats the provider's dotenv");
         assert_eq!(v["from_dotenv"], "dotenv");
         assert_eq!(v["default_dotenv"], "spin-dotenv");
         assert_eq!(v["spin_env"], "spin-env");
@@ -412,14 +359,8 @@ mod tests {
 
     #[test]
     fn missing_required_variables_are_named() {
-        let declared = BTreeMap::from([
-            ("api_token".to_string(), decl(None)),
-            ("b".to_string(), decl(None)),
-        ]);
-        let env = Environment {
-            vars: &HashMap::new(),
-            work_dir: Path::new("/nonexistent"),
-        };
+        let declared = BTreeMap::from([("api_token".to_string(), decl(None)), ("b".to_string(), decl(None))]);
+        let env = Environment { vars: &HashMap::new(), work_dir: Path::new("/nonexistent") };
         let err = resolve_app_variables(&declared, &[Provider::spin_default()], &env).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("api_token") && msg.contains("b"), "{msg}");
@@ -427,9 +368,7 @@ mod tests {
 
     #[test]
     fn dotenv_syntax() {
-        let m =
-            parse_dotenv("# c\nexport A=1\nB=\"two\\nlines\"\nC='lit #x'\nD=v # comment\n\nA=3\n")
-                .unwrap();
+        let m = parse_dotenv("# c\nexport A=1\nB=\"two\\nlines\"\nC='lit #x'\nD=v # comment\n\nA=3\n").unwrap();
         assert_eq!(m["A"], "3");
         assert_eq!(m["B"], "two\nlines");
         assert_eq!(m["C"], "lit #x");
@@ -439,15 +378,9 @@ mod tests {
 
     #[test]
     fn component_sees_only_its_own_names() {
-        let vars = ComponentVariables {
-            component: "c".into(),
-            values: HashMap::from([("a".into(), "1".into())]),
-        };
+        let vars = ComponentVariables { component: "c".into(), values: HashMap::from([("a".into(), "1".into())]) };
         assert_eq!(vars.get("a"), Ok("1".into()));
         assert!(matches!(vars.get("b"), Err(VarError::Undefined(_))));
-        assert!(matches!(
-            vars.get("Bad-Name"),
-            Err(VarError::InvalidName(_))
-        ));
+        assert!(matches!(vars.get("Bad-Name"), Err(VarError::InvalidName(_))));
     }
 }

@@ -27,8 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{
-    Accessor, Destination, FutureReader, HasData, Resource, ResourceTable, StreamProducer,
-    StreamReader, StreamResult,
+    Accessor, Destination, FutureReader, HasData, Resource, ResourceTable, StreamProducer, StreamReader, StreamResult,
 };
 use wasmtime::StoreContextMut;
 
@@ -125,9 +124,7 @@ impl KvHandle {
     }
     /// The value as a counter written by `increment`: exactly 8 bytes, little-endian.
     pub fn get_counter(&self, key: &str) -> Option<i64> {
-        self.get(key)
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map(i64::from_le_bytes)
+        self.get(key).and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map(i64::from_le_bytes)
     }
     /// All keys, sorted.
     pub fn keys(&self) -> Vec<String> {
@@ -206,11 +203,7 @@ impl KvAccess {
         if !self.allowed.contains(label) {
             return Err(OpenError::AccessDenied);
         }
-        self.stores
-            .0
-            .get(label)
-            .cloned()
-            .ok_or(OpenError::NoSuchStore)
+        self.stores.0.get(label).cloned().ok_or(OpenError::NoSuchStore)
     }
 
     fn store<T: 'static>(&self, r: &Resource<T>) -> wasmtime::Result<Arc<dyn StoreBackend>> {
@@ -424,9 +417,7 @@ impl wasi_store::HostBucket for KvAccess {
     ) -> wasmtime::Result<Result<wasi_store::KeyResponse, wasi_store::Error>> {
         if cursor.is_some() {
             // Spin does not support cursors either.
-            return Ok(Err(wasi_store::Error::Other(
-                "list_keys: cursor not supported".into(),
-            )));
+            return Ok(Err(wasi_store::Error::Other("list_keys: cursor not supported".into())));
         }
         let keys = self.store(&this)?.keys();
         outcome(keys.map(|keys| wasi_store::KeyResponse { keys, cursor: None }), wasi_store::Error::Other)
@@ -449,11 +440,7 @@ impl atomics::Host for KvAccess {
         outcome(self.store(&bucket)?.increment(&key, delta), atomics::Error::Other)
     }
 
-    fn swap(
-        &mut self,
-        cas: Resource<atomics::Cas>,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
+    fn swap(&mut self, cas: Resource<atomics::Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let state = self.table.delete(cas)?;
         let swapped = state.store.swap(&state.key, state.snapshot.as_deref(), &value);
         match outcome(swapped, |m| atomics::CasError::StoreError(atomics::Error::Other(m)))? {
@@ -466,11 +453,7 @@ impl atomics::Host for KvAccess {
             Ok(v) => v,
             Err(e) => return Ok(Err(atomics::CasError::StoreError(e))),
         };
-        let fresh = self.table.push(CasState {
-            store: state.store,
-            key: state.key,
-            snapshot,
-        })?;
+        let fresh = self.table.push(CasState { store: state.store, key: state.key, snapshot })?;
         Ok(Err(atomics::CasError::CasFailed(fresh)))
     }
 }
@@ -482,17 +465,10 @@ impl atomics::HostCas for KvAccess {
         key: String,
     ) -> wasmtime::Result<Result<Resource<atomics::Cas>, atomics::Error>> {
         let store = self.store(&bucket)?;
-        Ok(Ok(self.table.push(CasState {
-            store,
-            key,
-            snapshot: None,
-        })?))
+        Ok(Ok(self.table.push(CasState { store, key, snapshot: None })?))
     }
 
-    fn current(
-        &mut self,
-        this: Resource<atomics::Cas>,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>, atomics::Error>> {
+    fn current(&mut self, this: Resource<atomics::Cas>) -> wasmtime::Result<Result<Option<Vec<u8>>, atomics::Error>> {
         let state = self.table.get_mut(&this)?;
         let value = match outcome(state.store.get(&state.key), atomics::Error::Other)? {
             Ok(v) => v,

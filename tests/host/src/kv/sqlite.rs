@@ -151,9 +151,7 @@ impl StoreBackend for SqliteStore {
                 let mut rows = stmt.query([&label]).map_err(other)?;
                 while let Some(row) = rows.next().map_err(other)? {
                     let key: String = row.get(0).map_err(other)?;
-                    keys_tx
-                        .blocking_send(key)
-                        .map_err(|_| StoreError::Other("the key stream was dropped".into()))?;
+                    keys_tx.blocking_send(key).map_err(|_| StoreError::Other("the key stream was dropped".into()))?;
                 }
                 Ok(())
             };

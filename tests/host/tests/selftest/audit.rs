@@ -15,18 +15,9 @@ fn the_forwarder_imports_only_the_gateway_world() {
         panic!("audit failed:\n{}", problems.join("\n"));
     }
     let (imports, exports) = component_imports_exports(&std::fs::read(&wasm).unwrap()).unwrap();
-    assert!(
-        imports.contains("wasi:http/types@0.3.0-rc-2026-03-15"),
-        "{imports:?}"
-    );
-    assert!(
-        imports.contains("spin:variables/variables@3.0.0"),
-        "{imports:?}"
-    );
-    assert!(
-        exports.contains("wasi:http/handler@0.3.0-rc-2026-03-15"),
-        "{exports:?}"
-    );
+    assert!(imports.contains("wasi:http/types@0.3.0-rc-2026-03-15"), "{imports:?}");
+    assert!(imports.contains("spin:variables/variables@3.0.0"), "{imports:?}");
+    assert!(exports.contains("wasi:http/handler@0.3.0-rc-2026-03-15"), "{exports:?}");
 }
 
 #[test]
@@ -43,17 +34,9 @@ fn the_world_lists_spin_and_wasi_interfaces_at_the_pinned_versions() {
         "wasi:cli/stderr@0.2.6",
         "wasi:io/streams@0.2.6",
     ] {
-        assert!(
-            world.contains(expected),
-            "{expected} missing from {world:?}"
-        );
+        assert!(world.contains(expected), "{expected} missing from {world:?}");
     }
-    assert!(
-        !world
-            .iter()
-            .any(|i| i.starts_with("wasi:sockets/") || i.starts_with("wasi:filesystem/")),
-        "{world:?}"
-    );
+    assert!(!world.iter().any(|i| i.starts_with("wasi:sockets/") || i.starts_with("wasi:filesystem/")), "{world:?}");
 }
 
 #[test]
@@ -68,10 +51,7 @@ fn an_import_outside_the_world_fails_the_audit() {
 
     let problems = audit_component_imports(&forwarder_wasm(), dir.path()).unwrap_err();
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(
-        problems[0].contains("spin:key-value/key-value@3.0.0"),
-        "{problems:?}"
-    );
+    assert!(problems[0].contains("spin:key-value/key-value@3.0.0"), "{problems:?}");
 }
 
 #[test]
@@ -81,12 +61,8 @@ fn a_core_module_or_a_missing_file_is_reported() {
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let problems = audit_component_imports(&core, &wit_dir()).unwrap_err();
     assert!(problems[0].contains("not a component"), "{problems:?}");
-    let problems =
-        audit_component_imports(&dir.path().join("absent.wasm"), &wit_dir()).unwrap_err();
-    assert!(
-        problems[0].contains("build the components first"),
-        "{problems:?}"
-    );
+    let problems = audit_component_imports(&dir.path().join("absent.wasm"), &wit_dir()).unwrap_err();
+    assert!(problems[0].contains("build the components first"), "{problems:?}");
 }
 
 /// The product's own components. Ignored here because this suite must not depend on the
@@ -95,8 +71,7 @@ fn a_core_module_or_a_missing_file_is_reported() {
 #[test]
 #[ignore]
 fn product_components_import_only_the_gateway_world() {
-    let manifest =
-        spin_test_host::manifest::Manifest::load(&workspace_root().join("spin.toml")).unwrap();
+    let manifest = spin_test_host::manifest::Manifest::load(&workspace_root().join("spin.toml")).unwrap();
     let mut problems = Vec::new();
     for c in manifest.components.values() {
         if let Err(p) = audit_component_imports(&c.source, &wit_dir()) {

@@ -53,25 +53,16 @@ impl Drop for TempDir {
 /// Writes a manifest, replacing `{wasm}` with the forwarder's absolute path.
 pub fn write_manifest(dir: &TempDir, text: &str) -> PathBuf {
     let wasm = forwarder_wasm();
-    dir.write(
-        "spin.toml",
-        &text.replace("{wasm}", &wasm.display().to_string()),
-    )
+    dir.write("spin.toml", &text.replace("{wasm}", &wasm.display().to_string()))
 }
 
 /// Options for a manifest in `dir`, hermetic: empty environment, `dir` as working directory.
 pub fn options(dir: &TempDir, manifest: PathBuf) -> AppOptions {
-    AppOptions {
-        manifest,
-        work_dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
-    }
+    AppOptions { manifest, work_dir: Some(dir.path().to_path_buf()), ..Default::default() }
 }
 
 pub async fn mock() -> MockHandle {
-    MockXimilar::start(MockConfig::default())
-        .await
-        .expect("start mock")
+    MockXimilar::start(MockConfig::default()).await.expect("start mock")
 }
 
 /// The standard single-component app: the forwarder on `/...`, pointed at `upstream_url`

@@ -6,26 +6,11 @@ use spin_test_host::client::{self, Reply};
 use spin_test_host::mock::*;
 use std::time::{Duration, Instant};
 
-async fn post(
-    mock: &MockHandle,
-    path: &str,
-    body: serde_json::Value,
-    extra: &[(&str, &str)],
-) -> Reply {
+async fn post(mock: &MockHandle, path: &str, body: serde_json::Value, extra: &[(&str, &str)]) -> Reply {
     let auth = format!("Token {}", mock.config().token);
-    let mut headers = vec![
-        ("authorization", auth.as_str()),
-        ("content-type", "application/json"),
-    ];
+    let mut headers = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
     headers.extend_from_slice(extra);
-    client::send(
-        http::Method::POST,
-        &format!("{}{path}", mock.url()),
-        &headers,
-        body.to_string(),
-    )
-    .await
-    .unwrap()
+    client::send(http::Method::POST, &format!("{}{path}", mock.url()), &headers, body.to_string()).await.unwrap()
 }
 
 fn one_record(url: &str) -> serde_json::Value {
@@ -35,13 +20,7 @@ fn one_record(url: &str) -> serde_json::Value {
 #[tokio::test]
 async fn detect_tags_has_ximilars_shape() {
     let mock = mock().await;
-    let r = post(
-        &mock,
-        DETECT_PATH,
-        one_record("https://shop/photo.jpg"),
-        &[],
-    )
-    .await;
+    let r = post(&mock, DETECT_PATH, one_record("https://shop/photo.jpg"), &[]).await;
     assert_eq!(r.status, 200);
     let v = r.json().unwrap();
     assert_eq!(v["status"]["code"], 200);
@@ -51,23 +30,12 @@ async fn detect_tags_has_ximilars_shape() {
     assert_eq!(rec["_url"], "https://shop/photo.jpg");
     assert_eq!(rec["_id"], "mine", "extra record fields are echoed");
     assert_eq!(rec["_status"]["code"], 200);
-    let (w, h) = (
-        rec["_width"].as_u64().unwrap(),
-        rec["_height"].as_u64().unwrap(),
-    );
+    let (w, h) = (rec["_width"].as_u64().unwrap(), rec["_height"].as_u64().unwrap());
     let objects = rec["_objects"].as_array().unwrap();
     assert_eq!(objects.len(), 3);
     for o in objects {
-        let b: Vec<u64> = o["bound_box"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap())
-            .collect();
-        assert!(
-            b[0] < b[2] && b[2] <= w && b[1] < b[3] && b[3] <= h,
-            "pixel [xmin,ymin,xmax,ymax]: {b:?}"
-        );
+        let b: Vec<u64> = o["bound_box"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        assert!(b[0] < b[2] && b[2] <= w && b[1] < b[3] && b[3] <= h, "pixel [xmin,ymin,xmax,ymax]: {b:?}");
         assert!(o["Top Category"].is_string() && o["Category"].is_string());
         assert!(o["prob"].as_f64().unwrap() > 0.0 && o["id"].is_string() && o["name"].is_string());
         for tag in o["_tags"]["Color"].as_array().unwrap() {
@@ -77,58 +45,25 @@ async fn detect_tags_has_ximilars_shape() {
     }
     assert_eq!(objects[0]["_tags"]["Category"][0]["name"], "Clothing/Upper");
 
-    let bag = post(&mock, DETECT_PATH, one_record("https://shop/bag.jpg"), &[])
-        .await
-        .json()
-        .unwrap();
-    let bag_obj = bag["records"][0]["_objects"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let bag = post(&mock, DETECT_PATH, one_record("https://shop/bag.jpg"), &[]).await.json().unwrap();
+    let bag_obj = bag["records"][0]["_objects"].as_array().unwrap().last().unwrap().clone();
     assert!(bag_obj["_tags"]["Pattern and Material"].is_array());
-    let none = post(
-        &mock,
-        DETECT_PATH,
-        one_record("https://shop/no-objects.jpg"),
-        &[],
-    )
-    .await
-    .json()
-    .unwrap();
+    let none = post(&mock, DETECT_PATH, one_record("https://shop/no-objects.jpg"), &[]).await.json().unwrap();
     assert_eq!(none["records"][0]["_objects"], json!([]));
 
     // Deterministic: the same input gives the same answer, ids included.
-    let again = post(
-        &mock,
-        DETECT_PATH,
-        one_record("https://shop/photo.jpg"),
-        &[],
-    )
-    .await
-    .json()
-    .unwrap();
+    let again = post(&mock, DETECT_PATH, one_record("https://shop/photo.jpg"), &[]).await.json().unwrap();
     assert_eq!(again["records"][0]["_objects"], v["records"][0]["_objects"]);
-    assert_ne!(
-        again["status"]["request_id"], v["status"]["request_id"],
-        "request ids are per call"
-    );
+    assert_ne!(again["status"]["request_id"], v["status"]["request_id"], "request ids are per call");
 }
 
 #[tokio::test]
 async fn tags_classify_and_account() {
     let mock = mock().await;
-    let t = post(&mock, TAGS_PATH, one_record("https://shop/jeans.jpg"), &[])
-        .await
-        .json()
-        .unwrap();
+    let t = post(&mock, TAGS_PATH, one_record("https://shop/jeans.jpg"), &[]).await.json().unwrap();
     let rec = &t["records"][0];
     assert_eq!(rec["_tags"]["Subcategory"][0]["name"], "jeans");
-    assert!(
-        rec.get("_objects").is_none(),
-        "tags answers on the record itself"
-    );
+    assert!(rec.get("_objects").is_none(), "tags answers on the record itself");
 
     let missing_task = post(&mock, CLASSIFY_PATH, one_record("https://shop/a.jpg"), &[]).await;
     assert_eq!(missing_task.status, 400);
@@ -140,20 +75,13 @@ async fn tags_classify_and_account() {
     assert!(c["records"][0]["labels"].as_array().unwrap().len() >= 2);
 
     let auth = format!("Token {}", mock.config().token);
-    let acc = client::send(
-        http::Method::GET,
-        &format!("{}{ACCOUNT_PATH}", mock.url()),
-        &[("authorization", &auth)],
-        "",
-    )
-    .await
-    .unwrap()
-    .json()
-    .unwrap();
-    assert_eq!(
-        acc["credits_counter"], 2,
-        "two records processed (the rejected classify cost nothing)"
-    );
+    let acc =
+        client::send(http::Method::GET, &format!("{}{ACCOUNT_PATH}", mock.url()), &[("authorization", &auth)], "")
+            .await
+            .unwrap()
+            .json()
+            .unwrap();
+    assert_eq!(acc["credits_counter"], 2, "two records processed (the rejected classify cost nothing)");
     assert!(acc["credits_limit"].as_u64().unwrap() > 0);
 }
 
@@ -164,95 +92,45 @@ async fn visual_knn_needs_the_collection_and_answers_k_ascending() {
     let missing = post(&mock, SEARCH_PATH, query.clone(), &[]).await;
     assert_eq!(missing.status, 400);
     assert!(missing.json().unwrap()["detail"].is_string());
-    let wrong = post(
-        &mock,
-        SEARCH_PATH,
-        query.clone(),
-        &[("collection-id", "other")],
-    )
-    .await;
+    let wrong = post(&mock, SEARCH_PATH, query.clone(), &[("collection-id", "other")]).await;
     assert_eq!(wrong.status, 404);
     assert!(wrong.json().unwrap()["detail"].is_string());
 
-    let ok = post(
-        &mock,
-        SEARCH_PATH,
-        query,
-        &[("collection-id", "test-collection")],
-    )
-    .await
-    .json()
-    .unwrap();
+    let ok = post(&mock, SEARCH_PATH, query, &[("collection-id", "test-collection")]).await.json().unwrap();
     let records = ok["answer_records"].as_array().unwrap();
-    let distances: Vec<f64> = ok["answer_distances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_f64().unwrap())
-        .collect();
+    let distances: Vec<f64> = ok["answer_distances"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
     assert_eq!(records.len(), 5);
     assert_eq!(distances.len(), 5);
-    assert!(
-        distances.windows(2).all(|w| w[0] < w[1]),
-        "ascending: {distances:?}"
-    );
+    assert!(distances.windows(2).all(|w| w[0] < w[1]), "ascending: {distances:?}");
     for r in records {
         assert!(
-            r["_id"].is_string()
-                && r["_url"].is_string()
-                && r["product_id"].is_string()
-                && r["category"].is_string()
+            r["_id"].is_string() && r["_url"].is_string() && r["product_id"].is_string() && r["category"].is_string()
         );
         assert!(r.get("price").is_none(), "only the requested fields");
     }
 
-    let filtered = json!({"query_record": {"_id": "sku-001"}, "k": 100, "filter": {"category": {"$in": ["Footwear/Sneakers"]}}});
-    let f = post(
-        &mock,
-        SEARCH_PATH,
-        filtered,
-        &[("collection-id", "test-collection")],
-    )
-    .await
-    .json()
-    .unwrap();
-    assert_eq!(
-        f["answer_records"].as_array().unwrap().len(),
-        10,
-        "30 products, a third of them sneakers"
-    );
+    let filtered =
+        json!({"query_record": {"_id": "sku-001"}, "k": 100, "filter": {"category": {"$in": ["Footwear/Sneakers"]}}});
+    let f = post(&mock, SEARCH_PATH, filtered, &[("collection-id", "test-collection")]).await.json().unwrap();
+    assert_eq!(f["answer_records"].as_array().unwrap().len(), 10, "30 products, a third of them sneakers");
 }
 
 #[tokio::test]
 async fn authentication_and_unknown_paths() {
     let mock = mock().await;
     let url = format!("{}{DETECT_PATH}", mock.url());
-    let none = client::post_json(&url, &one_record("https://a/b.jpg"))
-        .await
-        .unwrap();
+    let none = client::post_json(&url, &one_record("https://a/b.jpg")).await.unwrap();
     assert_eq!(none.status, 401);
     assert!(none.json().unwrap()["detail"].is_string());
-    let wrong = client::send(
-        http::Method::POST,
-        &url,
-        &[("authorization", "Token nope")],
-        one_record("x").to_string(),
-    )
-    .await
-    .unwrap();
+    let wrong = client::send(http::Method::POST, &url, &[("authorization", "Token nope")], one_record("x").to_string())
+        .await
+        .unwrap();
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.json().unwrap(), json!({"detail": "Invalid token."}));
     let unknown = post(&mock, "/recognition/v2/detect", one_record("x"), &[]).await;
     assert_eq!(unknown.status, 404);
-    let too_many: Vec<_> = (0..11)
-        .map(|i| json!({"_url": format!("https://a/{i}.jpg")}))
-        .collect();
-    assert_eq!(
-        post(&mock, DETECT_PATH, json!({"records": too_many}), &[])
-            .await
-            .status,
-        400
-    );
+    let too_many: Vec<_> = (0..11).map(|i| json!({"_url": format!("https://a/{i}.jpg")})).collect();
+    assert_eq!(post(&mock, DETECT_PATH, json!({"records": too_many}), &[]).await.status, 400);
 }
 
 #[tokio::test]
@@ -265,60 +143,21 @@ async fn faults_are_consumed_in_order_by_matching_calls() {
     assert_eq!(mock.pending_faults(), 4);
 
     let body = one_record("https://a/b.jpg");
-    assert_eq!(
-        post(&mock, DETECT_PATH, body.clone(), &[]).await.status,
-        503
-    );
+    assert_eq!(post(&mock, DETECT_PATH, body.clone(), &[]).await.status, 503);
     let r = post(&mock, DETECT_PATH, body.clone(), &[]).await;
-    assert_eq!(
-        (r.status.as_u16(), r.header("retry-after")),
-        (429, Some("2"))
-    );
+    assert_eq!((r.status.as_u16(), r.header("retry-after")), (429, Some("2")));
     let r = post(&mock, DETECT_PATH, body.clone(), &[]).await;
     assert_eq!((r.status.as_u16(), r.header("retry-after")), (429, None));
     // The search-only fault is still waiting: detect is answered normally.
-    assert_eq!(
-        post(&mock, DETECT_PATH, body.clone(), &[]).await.status,
-        200
-    );
+    assert_eq!(post(&mock, DETECT_PATH, body.clone(), &[]).await.status, 200);
     assert_eq!(mock.pending_faults(), 1);
     let search = json!({"query_record": {"_id": "sku-001"}, "k": 1});
-    assert_eq!(
-        post(
-            &mock,
-            SEARCH_PATH,
-            search.clone(),
-            &[("collection-id", "test-collection")]
-        )
-        .await
-        .status,
-        502
-    );
-    assert_eq!(
-        post(
-            &mock,
-            SEARCH_PATH,
-            search,
-            &[("collection-id", "test-collection")]
-        )
-        .await
-        .status,
-        200
-    );
+    assert_eq!(post(&mock, SEARCH_PATH, search.clone(), &[("collection-id", "test-collection")]).await.status, 502);
+    assert_eq!(post(&mock, SEARCH_PATH, search, &[("collection-id", "test-collection")]).await.status, 200);
     assert_eq!(mock.pending_faults(), 0);
 
     let statuses: Vec<Option<u16>> = mock.calls().iter().map(|c| c.status).collect();
-    assert_eq!(
-        statuses,
-        vec![
-            Some(503),
-            Some(429),
-            Some(429),
-            Some(200),
-            Some(502),
-            Some(200)
-        ]
-    );
+    assert_eq!(statuses, vec![Some(503), Some(429), Some(429), Some(200), Some(502), Some(200)]);
 }
 
 #[tokio::test]
@@ -328,24 +167,15 @@ async fn every_fault_kind_looks_like_it_should() {
 
     mock.push_fault(Fault::Status(401));
     let r = post(&mock, DETECT_PATH, body.clone(), &[]).await;
-    assert_eq!(
-        (r.status.as_u16(), r.json().unwrap()),
-        (401, json!({"detail": "Invalid token."}))
-    );
+    assert_eq!((r.status.as_u16(), r.json().unwrap()), (401, json!({"detail": "Invalid token."})));
 
     mock.push_fault(Fault::BareStatus500);
     let r = post(&mock, DETECT_PATH, body.clone(), &[]).await;
-    assert_eq!(
-        (r.status.as_u16(), r.json().unwrap()),
-        (500, json!({"status": 500}))
-    );
+    assert_eq!((r.status.as_u16(), r.json().unwrap()), (500, json!({"status": 500})));
 
     for code in [502, 504] {
         mock.push_fault(Fault::Status(code));
-        assert_eq!(
-            post(&mock, DETECT_PATH, body.clone(), &[]).await.status,
-            code
-        );
+        assert_eq!(post(&mock, DETECT_PATH, body.clone(), &[]).await.status, code);
     }
 
     mock.push_fault(Fault::Html);
@@ -356,17 +186,11 @@ async fn every_fault_kind_looks_like_it_should() {
 
     mock.push_fault(Fault::MalformedJson);
     let r = post(&mock, DETECT_PATH, body.clone(), &[]).await;
-    assert_eq!(
-        (r.status.as_u16(), r.header("content-type")),
-        (200, Some("application/json"))
-    );
+    assert_eq!((r.status.as_u16(), r.header("content-type")), (200, Some("application/json")));
     assert!(r.json().is_err());
 
     mock.push_fault(Fault::could_not_download());
-    let v = post(&mock, DETECT_PATH, body.clone(), &[])
-        .await
-        .json()
-        .unwrap();
+    let v = post(&mock, DETECT_PATH, body.clone(), &[]).await.json().unwrap();
     assert_eq!(v["status"]["code"], 200);
     assert_eq!(
         v["records"][0]["_status"],
@@ -374,10 +198,7 @@ async fn every_fault_kind_looks_like_it_should() {
     );
     assert!(v["records"][0].get("_objects").is_none());
 
-    mock.push_fault(Fault::EnvelopeError {
-        code: 500,
-        text: "Internal error".into(),
-    });
+    mock.push_fault(Fault::EnvelopeError { code: 500, text: "Internal error".into() });
     let r = post(&mock, DETECT_PATH, body.clone(), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json().unwrap()["status"]["code"], 500);
@@ -385,21 +206,11 @@ async fn every_fault_kind_looks_like_it_should() {
     mock.push_fault(Fault::Disconnect);
     let url = format!("{}{DETECT_PATH}", mock.url());
     let auth = format!("Token {}", mock.config().token);
-    assert!(client::send(
-        http::Method::POST,
-        &url,
-        &[("authorization", &auth)],
-        body.to_string()
-    )
-    .await
-    .is_err());
+    assert!(client::send(http::Method::POST, &url, &[("authorization", &auth)], body.to_string()).await.is_err());
 
     mock.push_fault(Fault::Hang(Duration::from_millis(300)));
     let started = Instant::now();
-    assert_eq!(
-        post(&mock, DETECT_PATH, body.clone(), &[]).await.status,
-        200
-    );
+    assert_eq!(post(&mock, DETECT_PATH, body.clone(), &[]).await.status, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(mock.pending_faults(), 0);
 }
@@ -428,10 +239,7 @@ async fn latency_and_call_recording() {
     let calls = mock.calls();
     assert_eq!(calls.len(), 1);
     let c = &calls[0];
-    assert_eq!(
-        (c.method.as_str(), c.path.as_str(), c.query.as_deref()),
-        ("POST", DETECT_PATH, Some("x=1"))
-    );
+    assert_eq!((c.method.as_str(), c.path.as_str(), c.query.as_deref()), ("POST", DETECT_PATH, Some("x=1")));
     assert_eq!(c.header("X-Request-Id"), Some("rid-1"));
     assert_eq!(c.json().unwrap(), one_record("https://a/b.jpg"));
     mock.clear_calls();
@@ -440,8 +248,5 @@ async fn latency_and_call_recording() {
     mock.set_latency(Duration::ZERO);
     let started = Instant::now();
     client::get(&format!("{}/nope", mock.url())).await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_millis(1000),
-        "latency still applied"
-    );
+    assert!(started.elapsed() < Duration::from_millis(1000), "latency still applied");
 }

@@ -22,15 +22,9 @@ component = "ghost"
 source = "target/wasm32-wasip2/release/ghost.wasm"
 "#,
     );
-    let err = start_app(options(&dir, manifest))
-        .await
-        .err()
-        .expect("must fail");
+    let err = start_app(options(&dir, manifest)).await.err().expect("must fail");
     let msg = format!("{err:#}");
-    assert!(
-        msg.contains("ghost.wasm") && msg.contains("Build the components first"),
-        "{msg}"
-    );
+    assert!(msg.contains("ghost.wasm") && msg.contains("Build the components first"), "{msg}");
 }
 
 #[tokio::test]
@@ -38,15 +32,10 @@ async fn component_stderr_lines_are_captured() {
     let dir = TempDir::new("logs");
     let app = forwarder_app(&dir, "[]", &[]).await;
     for word in ["first", "second"] {
-        let r = client::get(&format!("{}/_test/log/{word}", app.base_url()))
-            .await
-            .unwrap();
+        let r = client::get(&format!("{}/_test/log/{word}", app.base_url())).await.unwrap();
         assert_eq!(r.status, 200);
     }
-    assert_eq!(
-        app.wait_for_logs(2, Duration::from_secs(5)).await,
-        vec!["first".to_string(), "second".to_string()]
-    );
+    assert_eq!(app.wait_for_logs(2, Duration::from_secs(5)).await, vec!["first".to_string(), "second".to_string()]);
     assert_eq!(app.component_logs("fwd").len(), 2);
     assert!(app.component_logs("other").is_empty());
     app.clear_logs();
@@ -58,15 +47,10 @@ async fn wasip3_monotonic_clock_wait_for_works() {
     let dir = TempDir::new("sleep");
     let app = forwarder_app(&dir, "[]", &[]).await;
     let started = Instant::now();
-    let r = client::get(&format!("{}/_test/sleep/250", app.base_url()))
-        .await
-        .unwrap();
+    let r = client::get(&format!("{}/_test/sleep/250", app.base_url())).await.unwrap();
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "slept"));
     let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(5),
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
 #[tokio::test]
@@ -79,18 +63,12 @@ async fn sleeping_requests_run_concurrently() {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let url = format!("{}/_test/sleep/300", app.base_url());
-        tasks.push(tokio::spawn(async move {
-            client::get(&url).await.unwrap().status
-        }));
+        tasks.push(tokio::spawn(async move { client::get(&url).await.unwrap().status }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -98,21 +76,11 @@ async fn reuse_can_be_turned_off_and_state_does_not_live_in_instances() {
     let dir = TempDir::new("noreuse");
     let manifest = write_manifest(&dir, &FORWARDER_APP.replace("ALLOWED", "[]"));
     let mut opts = options(&dir, manifest);
-    opts.reuse = InstanceReuse {
-        max_requests: 1,
-        max_concurrent: 1,
-        idle_timeout: Duration::from_millis(100),
-    };
+    opts.reuse = InstanceReuse { max_requests: 1, max_concurrent: 1, idle_timeout: Duration::from_millis(100) };
     let app = start_app(opts).await.unwrap();
     for expected in 1..=3 {
-        let r = client::get(&format!("{}/_test/incr/default/n", app.base_url()))
-            .await
-            .unwrap();
-        assert_eq!(
-            r.text(),
-            expected.to_string(),
-            "counters live in the key-value store, not in the instance"
-        );
+        let r = client::get(&format!("{}/_test/incr/default/n", app.base_url())).await.unwrap();
+        assert_eq!(r.text(), expected.to_string(), "counters live in the key-value store, not in the instance");
     }
 }
 

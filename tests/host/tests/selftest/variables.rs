@@ -50,9 +50,7 @@ dotenv_path = "ximilar.env"
 "#;
 
 async fn var(app: &spin_test_host::RunningApp, component: &str, name: &str) -> (u16, String) {
-    let reply = client::get(&format!("{}/{component}/_test/var/{name}", app.base_url()))
-        .await
-        .unwrap();
+    let reply = client::get(&format!("{}/{component}/_test/var/{name}", app.base_url())).await.unwrap();
     (reply.status.as_u16(), reply.text())
 }
 
@@ -63,25 +61,16 @@ async fn precedence_cli_then_runtime_config_providers_then_spin_default_then_man
         "ximilar.env",
         "XIMILAR_FROM_DOTENV=ximilar-dotenv\nXIMILAR_ENV_BEATS_DOTENV=ximilar-dotenv\nXIMILAR_FROM_CLI=ximilar-dotenv\n",
     );
-    dir.write(
-        ".env",
-        "SPIN_VARIABLE_FROM_SPIN_DOTENV=spin-dotenv\nSPIN_VARIABLE_FROM_DOTENV=spin-dotenv\n",
-    );
+    dir.write(".env", "SPIN_VARIABLE_FROM_SPIN_DOTENV=spin-dotenv\nSPIN_VARIABLE_FROM_DOTENV=spin-dotenv\n");
     let mut opts = options(&dir, write_manifest(&dir, VARS_APP));
     opts.runtime_config = Some(dir.write("runtime-config.toml", RUNTIME_CONFIG));
     opts.variables.insert("from_cli".into(), "cli".into());
     opts.env = HashMap::from([
         ("XIMILAR_FROM_CLI".to_string(), "ximilar-env".to_string()),
         ("XIMILAR_FROM_ENV".to_string(), "ximilar-env".to_string()),
-        (
-            "XIMILAR_ENV_BEATS_DOTENV".to_string(),
-            "ximilar-env".to_string(),
-        ),
+        ("XIMILAR_ENV_BEATS_DOTENV".to_string(), "ximilar-env".to_string()),
         ("XIMILAR_API_TOKEN".to_string(), "secret".to_string()),
-        (
-            "SPIN_VARIABLE_FROM_SPIN_ENV".to_string(),
-            "spin-env".to_string(),
-        ),
+        ("SPIN_VARIABLE_FROM_SPIN_ENV".to_string(), "spin-env".to_string()),
         ("SPIN_VARIABLE_FROM_ENV".to_string(), "spin-env".to_string()),
     ]);
     let app = start_app(opts).await.unwrap();
@@ -98,11 +87,7 @@ async fn precedence_cli_then_runtime_config_providers_then_spin_default_then_man
         ("token", "secret"),
     ];
     for (name, value) in expected {
-        assert_eq!(
-            var(&app, "a", name).await,
-            (200, value.to_string()),
-            "variable {name}"
-        );
+        assert_eq!(var(&app, "a", name).await, (200, value.to_string()), "variable {name}");
     }
 }
 
@@ -113,10 +98,7 @@ async fn a_component_reads_only_its_own_variables() {
     opts.variables.insert("api_token".into(), "t".into());
     let app = start_app(opts).await.unwrap();
 
-    assert_eq!(
-        var(&app, "b", "only_b").await,
-        (200, "manifest".to_string())
-    );
+    assert_eq!(var(&app, "b", "only_b").await, (200, "manifest".to_string()));
     let (status, body) = var(&app, "b", "token").await;
     assert_eq!(status, 404);
     assert!(body.contains("Undefined"), "{body}");
@@ -150,14 +132,9 @@ async fn the_environment_map_is_the_only_environment() {
                 return false;
             };
             !prefix.is_empty()
-                && prefix
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-                && spin_test_host::manifest::validate_variable_name(&name.to_ascii_lowercase())
-                    .is_ok()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && prefix.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+                && spin_test_host::manifest::validate_variable_name(&name.to_ascii_lowercase()).is_ok()
+                && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
         })
         .expect("precondition: some PREFIX_NAME variable in the process environment");
     let (prefix, name) = key.split_once('_').unwrap();
@@ -181,14 +158,9 @@ source = "{{wasm}}"
         ),
     );
     let mut opts = options(&dir, manifest);
-    opts.runtime_config = Some(dir.write(
-        "rc.toml",
-        &format!("[[variables_provider]]\ntype = \"env\"\nprefix = \"{prefix}\"\n"),
-    ));
-    let err = start_app(opts.clone())
-        .await
-        .err()
-        .expect("the process environment leaked in");
+    opts.runtime_config =
+        Some(dir.write("rc.toml", &format!("[[variables_provider]]\ntype = \"env\"\nprefix = \"{prefix}\"\n")));
+    let err = start_app(opts.clone()).await.err().expect("the process environment leaked in");
     assert!(format!("{err:#}").contains(&name), "{err:#}");
 
     // And the map is read: the same app starts when the map has the value.
