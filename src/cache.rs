@@ -14,6 +14,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::config::{Config, TagMode};
 use crate::urls::ImageUrl;
 
 /// How many store keys the cache may use. At a few KiB an entry (a detection
@@ -34,24 +35,57 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// A fingerprint of the settings that shape one kind of upstream request and
+/// its mapping. It is part of every key, so a cached answer cannot outlive the
+/// configuration that paid for it (a changed path, collection, mode or field
+/// list starts afresh), and two gateways configured differently that share one
+/// store never serve each other's answers. Secrets enter only hashed.
+fn fingerprint(parts: &[&str]) -> String {
+    let mut bytes = Vec::new();
+    for part in parts {
+        // Length-prefixed, so no two lists of parts give the same bytes.
+        bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(part.as_bytes());
+    }
+    format!("{:016x}", fnv1a(&bytes))
+}
+
+fn tag_mode_parts(config: &Config) -> [&str; 3] {
+    match &config.tag_mode {
+        TagMode::Fashion => ["fashion", &config.tags_path, ""],
+        TagMode::Classify { task_id } => ["classify", &config.classify_path, task_id],
+    }
+}
+
 /// A photo's detection: every garment with the tags `detect_tags` gave it, so
 /// `/detect` repeats and `/tag` of any crop of the photo read this one entry.
-pub fn detect_key(url: &ImageUrl) -> String {
-    format!("detect:{}", url.cache_key())
+pub fn detect_key(config: &Config, source: &ImageUrl) -> String {
+    let fp = fingerprint(&[&config.api_url, &config.detect_path]);
+    format!("detect:{fp}:{}", source.cache_key())
 }
 
 /// `/tag` of a whole image (crops are answered from the detection).
-pub fn tag_key(url: &ImageUrl) -> String {
-    format!("tag:{}", url.cache_key())
+pub fn tag_key(config: &Config, url: &ImageUrl) -> String {
+    let fp = fingerprint(&[&[config.api_url.as_str()][..], &tag_mode_parts(config)].concat());
+    format!("tag:{fp}:{}", url.cache_key())
 }
 
-pub fn search_key(url: &ImageUrl, category: Option<&str>, top_k: u32) -> String {
+/// `/search`, keyed by the request Ximilar is sent: the source image (a crop's
+/// box never leaves the gateway, so every crop of a photo is one billed
+/// search), `k`, and the category only where a filter field sends it.
+pub fn search_key(config: &Config, source: &ImageUrl, category: Option<&str>, top_k: u32) -> String {
+    let fields = config.search_fields.join(",");
+    let filter_field = config.search_filter_field.as_deref().unwrap_or("");
+    let fp = fingerprint(&[&config.api_url, &config.search_path, &config.collection_id, &fields, filter_field]);
     // The category's length makes the key unambiguous whatever it contains.
-    let category = category.unwrap_or("");
-    format!("search:{top_k}:{}:{category}:{}", category.len(), url.cache_key())
+    let category = if filter_field.is_empty() { "" } else { category.unwrap_or("") };
+    format!("search:{fp}:{top_k}:{}:{category}:{}", category.len(), source.cache_key())
 }
 
-pub const HEALTH_KEY: &str = "health";
+/// The health probe's verdict, for the token and host it was probed with.
+pub fn health_key(config: &Config) -> String {
+    format!("health:{}", fingerprint(&[&config.api_url, &config.health_path, &config.api_token]))
+}
 
 #[derive(Serialize, Deserialize)]
 struct Entry<T> {
@@ -111,19 +145,70 @@ mod tests {
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(slot("health"), slot("health"));
+        let c = config(&[("api_token", "tok-1")]);
+        assert_ne!(health_key(&c), health_key(&config(&[("api_token", "tok-2")])));
+        assert!(!health_key(&c).contains("tok-1"));
+    }
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let map: std::collections::HashMap<&str, &str> = pairs.iter().copied().collect();
+        Config::from_lookup(|k| map.get(k).map(|v| v.to_string())).unwrap()
     }
 
     #[test]
     fn keys_follow_url_normalisation_and_keep_the_query() {
+        let c = config(&[]);
         assert_eq!(
-            detect_key(&url("HTTPS://A.example:443/x.jpg?s=1")),
-            detect_key(&url("https://a.example/x.jpg?s=1"))
+            detect_key(&c, &url("HTTPS://A.example:443/x.jpg?s=1")),
+            detect_key(&c, &url("https://a.example/x.jpg?s=1"))
         );
-        assert_ne!(detect_key(&url("https://a.example/x.jpg?s=1")), detect_key(&url("https://a.example/x.jpg?s=2")));
-        assert_ne!(tag_key(&url("https://a.example/x.jpg#xywh=1,1,2,2")), tag_key(&url("https://a.example/x.jpg")));
+        assert_ne!(
+            detect_key(&c, &url("https://a.example/x.jpg?s=1")),
+            detect_key(&c, &url("https://a.example/x.jpg?s=2"))
+        );
+        assert_ne!(tag_key(&c, &url("https://a.example/x.jpg?a")), tag_key(&c, &url("https://a.example/x.jpg")));
         let u = url("https://a.example/x.jpg");
-        assert_ne!(search_key(&u, Some("a"), 10), search_key(&u, None, 10));
-        assert_ne!(search_key(&u, None, 10), search_key(&u, None, 11));
-        assert_ne!(detect_key(&u), tag_key(&u));
+        assert_ne!(search_key(&c, &u, None, 10), search_key(&c, &u, None, 11));
+        assert_ne!(detect_key(&c, &u), tag_key(&c, &u));
+    }
+
+    #[test]
+    fn every_setting_that_shapes_a_request_changes_its_key() {
+        let u = url("https://a.example/x.jpg");
+        let base = config(&[("collection_id", "col-A")]);
+        let changed = |pairs: &[(&str, &str)]| config(&[&[("collection_id", "col-A")][..], pairs].concat());
+        for pairs in
+            [&[("api_url", "https://eu.ximilar.com")][..], &[("detect_path", "/tagging/fashion/v2/detect_tags_all")]]
+        {
+            assert_ne!(detect_key(&base, &u), detect_key(&changed(pairs), &u), "{pairs:?}");
+        }
+        for pairs in [&[("tags_path", "/t2")][..], &[("tag_mode", "classify"), ("task_id", "t1")]] {
+            assert_ne!(tag_key(&base, &u), tag_key(&changed(pairs), &u), "{pairs:?}");
+        }
+        let task = |t| config(&[("tag_mode", "classify"), ("task_id", t)]);
+        assert_ne!(tag_key(&task("t1"), &u), tag_key(&task("t2"), &u));
+        for pairs in [
+            &[("collection_id", "col-B")][..],
+            &[("search_path", "/similarity/fashion/v2/visualTagsKNN")],
+            &[("search_fields", "_id,_url,price")],
+            &[("search_filter_field", "cat")],
+        ] {
+            assert_ne!(search_key(&base, &u, None, 5), search_key(&changed(pairs), &u, None, 5), "{pairs:?}");
+        }
+        // Settings of other endpoints do not matter.
+        assert_eq!(detect_key(&base, &u), detect_key(&changed(&[("search_path", "/s2")]), &u));
+        // The collection id never appears in a key.
+        assert!(!search_key(&base, &u, None, 5).contains("col-A"));
+    }
+
+    #[test]
+    fn search_keys_follow_what_is_sent() {
+        let u = url("https://a.example/x.jpg");
+        let no_filter = config(&[("collection_id", "c")]);
+        // Without a filter field the category is not sent, so it cannot change the answer.
+        assert_eq!(search_key(&no_filter, &u, Some("jeans"), 5), search_key(&no_filter, &u, None, 5));
+        let filtered = config(&[("collection_id", "c"), ("search_filter_field", "cat")]);
+        assert_ne!(search_key(&filtered, &u, Some("jeans"), 5), search_key(&filtered, &u, None, 5));
+        assert_ne!(search_key(&filtered, &u, Some("a:1"), 5), search_key(&filtered, &u, Some("a"), 5));
     }
 }

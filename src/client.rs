@@ -69,6 +69,8 @@ impl Outcome {
 pub struct Attempt {
     pub outcome: Outcome,
     pub duration: Duration,
+    /// The `Retry-After` the answer carried, if any.
+    pub retry_after: Option<Duration>,
 }
 
 /// Everything the calls of one gateway request did upstream.
@@ -113,7 +115,9 @@ pub async fn call<T: Transport, C: Clock>(
             Err(TransportError::Timeout) => Outcome::Timeout,
             Err(TransportError::Other(_)) => Outcome::Error,
         };
-        log.attempts.push((request.endpoint, Attempt { outcome, duration: clock.now().saturating_sub(started) }));
+        let retry_after = result.as_ref().ok().and_then(|r| r.retry_after);
+        let duration = clock.now().saturating_sub(started);
+        log.attempts.push((request.endpoint, Attempt { outcome, duration, retry_after }));
 
         let (reason, hint) = match result {
             Ok(response) => match RetryReason::from_status(response.status) {

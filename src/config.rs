@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::breaker::BreakerPolicy;
 use crate::retry::RetryPolicy;
 
 /// Every variable any component may read. A component sees only those its
@@ -30,6 +31,8 @@ pub const VARIABLES: &[&str] = &[
     "search_filter_field",
     "health_timeout_ms",
     "health_cache_s",
+    "breaker_failures",
+    "breaker_cooldown_ms",
 ];
 
 /// How `/tag` asks Ximilar about an image that `/detect` has not seen.
@@ -62,6 +65,7 @@ pub struct Config {
     pub search_filter_field: Option<String>,
     pub health_timeout: Duration,
     pub health_cache: Duration,
+    pub breaker: BreakerPolicy,
 }
 
 impl Config {
@@ -112,18 +116,28 @@ impl Config {
             .collect();
         let search_filter_field = Some(text("search_filter_field", "")).filter(|f| !f.is_empty());
 
+        let timeout = Duration::from_millis(number("timeout_ms", 30_000, 600_000)?.max(1));
+        let retry = RetryPolicy {
+            max_retries: number("max_retries", 3, 10)? as u32,
+            base_backoff: Duration::from_millis(number("backoff_base_ms", 200, 60_000)?),
+            max_backoff: Duration::from_millis(number("backoff_max_ms", 5_000, 600_000)?),
+            max_retry_after: Duration::from_millis(number("retry_after_max_ms", 10_000, 600_000)?),
+            attempt_timeout: Duration::from_millis(number("attempt_timeout_ms", 10_000, 600_000)?.max(1)),
+        };
+        let breaker = BreakerPolicy {
+            failures: number("breaker_failures", 5, 1_000)? as u32,
+            cooldown: Duration::from_millis(number("breaker_cooldown_ms", 10_000, 3_600_000)?),
+            max_open: retry.max_retry_after,
+            // A probe is one gateway call: it ends by the overall deadline.
+            probe_lease: timeout,
+        };
+
         Ok(Config {
             api_token: text("api_token", ""),
             api_url,
             collection_id: text("collection_id", ""),
-            timeout: Duration::from_millis(number("timeout_ms", 30_000, 600_000)?.max(1)),
-            retry: RetryPolicy {
-                max_retries: number("max_retries", 3, 10)? as u32,
-                base_backoff: Duration::from_millis(number("backoff_base_ms", 200, 60_000)?),
-                max_backoff: Duration::from_millis(number("backoff_max_ms", 5_000, 600_000)?),
-                max_retry_after: Duration::from_millis(number("retry_after_max_ms", 10_000, 600_000)?),
-                attempt_timeout: Duration::from_millis(number("attempt_timeout_ms", 10_000, 600_000)?.max(1)),
-            },
+            timeout,
+            retry,
             cache_ttl: Duration::from_secs(number("cache_ttl_s", 3600, 30 * 86_400)?),
             detect_path: path("detect_path", "/tagging/fashion/v2/detect_tags")?,
             tags_path: path("tags_path", "/tagging/fashion/v2/tags")?,
@@ -135,6 +149,7 @@ impl Config {
             search_filter_field,
             health_timeout: Duration::from_millis(number("health_timeout_ms", 3_000, 60_000)?.max(1)),
             health_cache: Duration::from_secs(number("health_cache_s", 5, 3_600)?),
+            breaker,
         })
     }
 }
@@ -163,6 +178,8 @@ mod tests {
         assert_eq!(c.tag_mode, TagMode::Fashion);
         assert_eq!(c.search_fields, vec!["_id", "_url"]);
         assert_eq!(c.search_filter_field, None);
+        assert_eq!((c.breaker.failures, c.breaker.cooldown), (5, Duration::from_secs(10)));
+        assert_eq!((c.breaker.max_open, c.breaker.probe_lease), (Duration::from_secs(10), Duration::from_secs(30)));
     }
 
     #[test]

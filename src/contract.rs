@@ -203,6 +203,9 @@ pub struct HealthResponse {
     /// Why Ximilar is not reachable (`unauthorized`, `timeout`, `http_503`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The shared circuit breaker around Ximilar: `closed`, `open` or `half_open`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<String>,
 }
 
 #[cfg(test)]

@@ -25,6 +25,11 @@ pub const XIMILAR_REQUESTS: &str = "ximilar_requests_total";
 pub const XIMILAR_DURATION: &str = "ximilar_request_duration_seconds";
 pub const XIMILAR_RETRIES: &str = "ximilar_retries_total";
 pub const XIMILAR_REACHABLE: &str = "ximilar_reachable";
+pub const XIMILAR_CREDITS_USED: &str = "ximilar_credits_used";
+pub const XIMILAR_CREDITS_LIMIT: &str = "ximilar_credits_limit";
+pub const XIMILAR_BILLED_RECORDS: &str = "ximilar_billed_records_total";
+pub const XIMILAR_BREAKER_OPEN: &str = "ximilar_breaker_open";
+pub const XIMILAR_BREAKER_REJECTIONS: &str = "ximilar_breaker_rejections_total";
 pub const CACHE_HITS: &str = "gateway_cache_hits_total";
 pub const CACHE_MISSES: &str = "gateway_cache_misses_total";
 
@@ -48,6 +53,31 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     (XIMILAR_DURATION, Kind::Histogram, "Time of one try against Ximilar, in seconds."),
     (XIMILAR_RETRIES, Kind::Counter, "Retries against Ximilar, by endpoint and reason."),
     (XIMILAR_REACHABLE, Kind::Gauge, "1 if the last health probe reached Ximilar with a valid token, else 0."),
+    (
+        XIMILAR_CREDITS_USED,
+        Kind::Gauge,
+        "Credits the Ximilar account has used (credits_counter), from the last health probe.",
+    ),
+    (
+        XIMILAR_CREDITS_LIMIT,
+        Kind::Gauge,
+        "The Ximilar account's credit limit (credits_limit), from the last health probe.",
+    ),
+    (
+        XIMILAR_BILLED_RECORDS,
+        Kind::Counter,
+        "Image records this gateway sent in calls Ximilar answered with success, by endpoint (what it billed).",
+    ),
+    (
+        XIMILAR_BREAKER_OPEN,
+        Kind::Gauge,
+        "1 while the circuit breaker refuses calls to Ximilar (open or half-open), else 0.",
+    ),
+    (
+        XIMILAR_BREAKER_REJECTIONS,
+        Kind::Counter,
+        "Calls the open circuit breaker refused without asking Ximilar, by endpoint.",
+    ),
     (CACHE_HITS, Kind::Counter, "Requests answered from the cache, by handler."),
     (CACHE_MISSES, Kind::Counter, "Cacheable requests that had to ask Ximilar, by handler."),
 ];
@@ -116,6 +146,27 @@ pub fn cache_key(handler: &str, hit: bool) -> String {
 
 pub fn reachable_key() -> String {
     XIMILAR_REACHABLE.to_string()
+}
+
+pub fn credits_used_key() -> String {
+    XIMILAR_CREDITS_USED.to_string()
+}
+
+pub fn credits_limit_key() -> String {
+    XIMILAR_CREDITS_LIMIT.to_string()
+}
+
+pub fn breaker_open_key() -> String {
+    XIMILAR_BREAKER_OPEN.to_string()
+}
+
+pub fn breaker_rejections_key(endpoint: &str) -> String {
+    series(XIMILAR_BREAKER_REJECTIONS, &[("endpoint", endpoint)])
+}
+
+/// Records billed by Ximilar in successful calls of one endpoint.
+pub fn billed_records_key(endpoint: &str) -> String {
+    series(XIMILAR_BILLED_RECORDS, &[("endpoint", endpoint)])
 }
 
 /// A stored counter: Spin's SQLite store keeps an 8-byte little-endian i64,

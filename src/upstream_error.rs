@@ -18,6 +18,8 @@ pub enum UpstreamError {
     Dropped,
     /// An HTTP status that retrying cannot fix.
     Refused { status: u16 },
+    /// The account's credits are exhausted: not retried, and not a sign that Ximilar is down.
+    Quota,
     /// A 2xx whose body is not the JSON envelope we expect, or lacks the record we sent.
     Malformed,
     /// A 2xx whose envelope `status` reports an error.
@@ -37,9 +39,23 @@ impl From<CallError> for UpstreamError {
 }
 
 impl UpstreamError {
-    /// The failure an HTTP status stands for, once retries are done with it; `None` for 2xx.
-    pub fn from_status(status: u16) -> Option<UpstreamError> {
-        (!(200..300).contains(&status)).then_some(UpstreamError::Refused { status })
+    /// The failure an answer stands for, once retries are done with it; `None` for 2xx.
+    /// Ximilar documents no status for exhausted credits: 402, or an error whose body
+    /// speaks of credits (its async API says "insufficient credits"), is taken as one.
+    pub fn from_answer(status: u16, body: &[u8]) -> Option<UpstreamError> {
+        if (200..300).contains(&status) {
+            return None;
+        }
+        let about_credits = || String::from_utf8_lossy(body).to_ascii_lowercase().contains("credits");
+        if status == 402 || ((400..500).contains(&status) && about_credits()) {
+            return Some(UpstreamError::Quota);
+        }
+        Some(UpstreamError::Refused { status })
+    }
+
+    /// Whether this failure says Ximilar itself is failing (what a circuit breaker counts).
+    pub fn is_outage(&self) -> bool {
+        matches!(self, UpstreamError::Exhausted { .. } | UpstreamError::Deadline | UpstreamError::Dropped)
     }
 
     /// The answer our caller gets. Never carries an upstream body or header.
@@ -61,6 +77,9 @@ impl UpstreamError {
             }
             UpstreamError::Refused { status: 401 | 403 } => {
                 ApiError::new(502, "upstream_auth", "Ximilar rejected the gateway's credentials")
+            }
+            UpstreamError::Quota => {
+                ApiError::new(503, "upstream_quota", "the Ximilar account has no credits left; retrying will not help")
             }
             UpstreamError::Refused { status } => {
                 ApiError::new(502, "upstream_error", format!("Ximilar answered HTTP {status}"))
@@ -91,6 +110,7 @@ impl UpstreamError {
             UpstreamError::Exhausted { last, .. } => format!("http_{}", last.label()),
             UpstreamError::Dropped => "unreachable".into(),
             UpstreamError::Refused { status: 401 | 403 } => "unauthorized".into(),
+            UpstreamError::Quota => "quota".into(),
             UpstreamError::Refused { status } => format!("http_{status}"),
             UpstreamError::Malformed | UpstreamError::EnvelopeStatus { .. } | UpstreamError::RecordFailed { .. } => {
                 "malformed_response".into()
@@ -123,14 +143,44 @@ mod tests {
 
     #[test]
     fn statuses_that_retrying_cannot_fix() {
-        assert_eq!(UpstreamError::from_status(200), None);
-        assert_eq!(UpstreamError::from_status(204), None);
+        assert_eq!(UpstreamError::from_answer(200, b"{}"), None);
+        assert_eq!(UpstreamError::from_answer(204, b""), None);
         for status in [401, 403] {
-            let api = UpstreamError::from_status(status).unwrap().to_api_error();
+            let api = UpstreamError::from_answer(status, br#"{"detail": "Invalid token."}"#).unwrap().to_api_error();
             assert_eq!((api.status, api.code), (502, "upstream_auth"));
         }
-        let api = UpstreamError::from_status(400).unwrap().to_api_error();
+        let api = UpstreamError::from_answer(400, b"{}").unwrap().to_api_error();
         assert_eq!((api.status, api.code), (502, "upstream_error"));
+    }
+
+    #[test]
+    fn exhausted_credits_are_their_own_answer() {
+        for (status, body) in [(402, &b"{}"[..]), (403, br#"{"detail": "Insufficient credits."}"#)] {
+            let error = UpstreamError::from_answer(status, body).unwrap();
+            assert_eq!(error, UpstreamError::Quota);
+            let api = error.to_api_error();
+            assert_eq!((api.status, api.code, api.retry_after), (503, "upstream_quota", None));
+            assert!(!error.is_outage(), "no credits is not an outage");
+        }
+        // A 5xx that mentions credits is still an upstream fault.
+        assert_eq!(
+            UpstreamError::from_answer(500, b"credits service down"),
+            Some(UpstreamError::Refused { status: 500 })
+        );
+    }
+
+    #[test]
+    fn only_transport_and_exhausted_failures_are_outages() {
+        assert!(exhausted(RetryReason::Unavailable, 1.0).is_outage());
+        assert!(UpstreamError::Deadline.is_outage());
+        assert!(UpstreamError::Dropped.is_outage());
+        for error in [
+            UpstreamError::Refused { status: 401 },
+            UpstreamError::Malformed,
+            UpstreamError::RecordFailed { code: 400 },
+        ] {
+            assert!(!error.is_outage(), "{error:?}");
+        }
     }
 
     #[test]
@@ -161,6 +211,7 @@ mod tests {
             (exhausted(RetryReason::TooManyRequests, 1.0), "http_429"),
             (UpstreamError::Dropped, "unreachable"),
             (UpstreamError::Refused { status: 401 }, "unauthorized"),
+            (UpstreamError::Quota, "quota"),
             (UpstreamError::Refused { status: 404 }, "http_404"),
             (UpstreamError::Malformed, "malformed_response"),
             (UpstreamError::EnvelopeStatus { code: 500 }, "malformed_response"),

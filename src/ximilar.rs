@@ -28,6 +28,11 @@ impl Endpoint {
             Endpoint::Account => "account",
         }
     }
+
+    /// Whether Ximilar charges credits for it (every call that sends an image).
+    pub fn is_billed(self) -> bool {
+        self != Endpoint::Account
+    }
 }
 
 /// One request to Ximilar, transport-neutral. `headers` hold the token: this

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
+use super::breaker;
 use super::config;
 use super::endpoint::CacheOutcome;
 use super::stores::{Cache, Counters};
@@ -89,28 +90,35 @@ impl Context {
     pub async fn ximilar(&mut self, request: &UpstreamRequest) -> Result<Map<String, Value>, ApiError> {
         let config = self.config().await?;
         let deadline = self.deadline.expect("set by config()");
-        let response = client::call(&SpinTransport, &self.clock, &config.retry, deadline, request, &mut self.calls)
-            .await
-            .map_err(|e| UpstreamError::from(e).to_api_error())?;
-        if let Some(error) = UpstreamError::from_status(response.status) {
+        let gate = match config.breaker.enabled() {
+            true => Some(breaker::admit(&mut self.counters, &config.breaker, request.endpoint)?),
+            false => None,
+        };
+        let first_try = self.calls.attempts.len();
+        let result = client::call(&SpinTransport, &self.clock, &config.retry, deadline, request, &mut self.calls).await;
+        if let Some(pass) = gate {
+            breaker::settle(&mut self.counters, &config.breaker, pass, &self.calls.attempts[first_try..]);
+        }
+        let response = result.map_err(|e| UpstreamError::from(e).to_api_error())?;
+        if let Some(error) = UpstreamError::from_answer(response.status, &response.body) {
             return Err(error.to_api_error());
         }
         ximilar::parse_envelope(&response.body).map_err(|e| e.to_api_error())
     }
 
-    /// One try of `request` within `timeout`, no retries: the health probe.
+    /// One try of `request` within `timeout`, no retries: the health probe. Returns the envelope.
     pub async fn probe(
         &mut self,
         request: &UpstreamRequest,
         retry: &RetryPolicy,
         timeout: Duration,
-    ) -> Result<(), UpstreamError> {
+    ) -> Result<Map<String, Value>, UpstreamError> {
         let policy = RetryPolicy { max_retries: 0, attempt_timeout: timeout, ..retry.clone() };
         let deadline = self.clock.now() + timeout;
         let response = client::call(&SpinTransport, &self.clock, &policy, deadline, request, &mut self.calls).await?;
-        if let Some(error) = UpstreamError::from_status(response.status) {
+        if let Some(error) = UpstreamError::from_answer(response.status, &response.body) {
             return Err(error);
         }
-        ximilar::parse_envelope(&response.body).map(drop)
+        ximilar::parse_envelope(&response.body)
     }
 }

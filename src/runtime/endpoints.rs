@@ -1,8 +1,10 @@
 //! What each endpoint does once the pipeline has checked the method and read
 //! the body: validate, look in the cache, ask Ximilar, map, remember.
 
+use super::breaker;
 use super::context::Context;
 use super::endpoint::{Answer, Endpoint};
+use crate::breaker::State;
 use crate::cache;
 use crate::config::TagMode;
 use crate::contract::{self, ApiError, DetectResponse, HealthResponse, SearchResponse, TagResponse};
@@ -48,7 +50,7 @@ impl Endpoint for Tag {
             })?;
             return Ok(Answer::json(&item.tags));
         }
-        let key = cache::tag_key(&request.url);
+        let key = cache::tag_key(config, &request.url);
         if let Some(hit) = ctx.cached::<TagResponse>(&key).await {
             return Ok(Answer::json(&hit));
         }
@@ -79,12 +81,13 @@ impl Endpoint for Search {
                 "search is not configured: XIMILAR_COLLECTION_ID is not set",
             ));
         }
-        let key = cache::search_key(&request.crop_url, request.category.as_deref(), request.top_k);
+        let source = source_of(&request.crop_url);
+        let key = cache::search_key(config, &source, request.category.as_deref(), request.top_k);
         if let Some(hit) = ctx.cached::<SearchResponse>(&key).await {
             return Ok(Answer::json(&hit));
         }
         let category = request.category.as_deref();
-        let upstream = ximilar::visual_knn(config, &ctx.request_id, request.crop_url.source(), request.top_k, category);
+        let upstream = ximilar::visual_knn(config, &ctx.request_id, source.as_str(), request.top_k, category);
         let envelope = ctx.ximilar(&upstream).await?;
         let response = SearchResponse { candidates: mapping::candidates(&envelope, request.top_k as usize) };
         ctx.remember(&key, &response).await;
@@ -102,15 +105,35 @@ impl Endpoint for Health {
     async fn answer(ctx: &mut Context) -> Result<Answer, ApiError> {
         let config = ctx.config().await?;
         ctx.use_cache(config.health_cache).await;
-        if let Some(hit) = ctx.cached::<HealthResponse>(cache::HEALTH_KEY).await {
+        let key = cache::health_key(config);
+        if let Some(mut hit) = ctx.cached::<HealthResponse>(&key).await {
+            // The probe's verdict may be reused; the breaker's state is read fresh.
+            hit.breaker = Some(breaker::state(&mut ctx.counters).label().into());
             return Ok(Answer::json(&hit));
         }
         let probe = ximilar::account_details(config, &ctx.request_id);
         let verdict = ctx.probe(&probe, &config.retry, config.health_timeout).await;
+        if let Ok(account) = &verdict {
+            // What the account has spent and may spend, for dashboards and the 90 % alert.
+            let credits = |field| account.get(field).and_then(serde_json::Value::as_i64);
+            if let Some(used) = credits("credits_counter") {
+                ctx.counters.set_gauge(&metrics::credits_used_key(), used);
+            }
+            if let Some(limit) = credits("credits_limit") {
+                ctx.counters.set_gauge(&metrics::credits_limit_key(), limit);
+            }
+        }
         let reason = verdict.err().map(|e| e.health_reason());
-        let response = HealthResponse { status: "ok".into(), ximilar_reachable: reason.is_none(), reason };
+        let breaker = breaker::state(&mut ctx.counters);
+        ctx.counters.set_gauge(&metrics::breaker_open_key(), i64::from(breaker != State::Closed));
+        let response = HealthResponse {
+            status: "ok".into(),
+            ximilar_reachable: reason.is_none(),
+            reason,
+            breaker: Some(breaker.label().into()),
+        };
         ctx.counters.set_gauge(&metrics::reachable_key(), i64::from(response.ximilar_reachable));
-        ctx.remember(cache::HEALTH_KEY, &response).await;
+        ctx.remember(&key, &response).await;
         Ok(Answer::json(&response))
     }
 }
@@ -137,11 +160,11 @@ impl Endpoint for Metrics {
 /// `detect_tags` call whose answer is stored as one entry (one write), from
 /// which `/detect` repeats and `/tag` of any crop of the photo are answered.
 async fn detection(ctx: &mut Context, source: &ImageUrl) -> Result<Vec<DetectedItem>, ApiError> {
-    let key = cache::detect_key(source);
+    let config = ctx.config().await?;
+    let key = cache::detect_key(config, source);
     if let Some(hit) = ctx.cached(&key).await {
         return Ok(hit);
     }
-    let config = ctx.config().await?;
     let request = ximilar::detect_tags(config, &ctx.request_id, source.as_str());
     let envelope = ctx.ximilar(&request).await?;
     let record = ximilar::single_record(&envelope).map_err(|e| e.to_api_error())?;

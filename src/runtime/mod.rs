@@ -3,6 +3,7 @@
 //! [`Context`](context::Context) and hands it to an [`Endpoint`]; endpoints
 //! reach the configuration, the stores and Ximilar only through it.
 
+mod breaker;
 mod config;
 mod context;
 mod endpoint;

@@ -10,7 +10,7 @@ use super::context::Context;
 use super::endpoint::{Answer, CacheOutcome, Endpoint};
 use super::stores::Counters;
 use super::upstream::SpinClock;
-use crate::client::Clock;
+use crate::client::{Clock, Outcome};
 use crate::contract::{ApiError, MAX_BODY_BYTES};
 use crate::metrics;
 
@@ -76,6 +76,10 @@ fn record<E: Endpoint>(ctx: &mut Context, method: &str, status: u16) {
     counters.add_all(metrics::request_increments(E::NAME, method, status, elapsed));
     for (endpoint, attempt) in &ctx.calls.attempts {
         counters.add_all(metrics::upstream_increments(endpoint.label(), &attempt.outcome.label(), attempt.duration));
+        // Every call carries one image record; Ximilar bills the ones it answers.
+        if endpoint.is_billed() && matches!(attempt.outcome, Outcome::Status(200..=299)) {
+            counters.add(&metrics::billed_records_key(endpoint.label()), 1);
+        }
     }
     for (endpoint, reason) in &ctx.calls.retries {
         counters.add(&metrics::retry_key(endpoint.label(), reason.label()), 1);

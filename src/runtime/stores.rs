@@ -29,6 +29,39 @@ impl Counters {
         }
     }
 
+    /// An atomic increment that reports the new value (`None`, counted, on a store error).
+    pub fn increment(&mut self, key: &str, delta: i64) -> Option<i64> {
+        let value = self.bucket.as_ref().and_then(|b| atomics::increment(b, key, delta).ok());
+        if value.is_none() {
+            self.errors += 1;
+        }
+        value
+    }
+
+    /// A counter's value, in either encoding (`None` if absent or on a store error).
+    pub fn get_number(&mut self, key: &str) -> Option<i64> {
+        self.get_raw(key).and_then(|bytes| metrics::decode_counter(&bytes))
+    }
+
+    /// The bytes at `key` (`None` if absent or on a store error, which is counted).
+    pub fn get_raw(&mut self, key: &str) -> Option<Vec<u8>> {
+        match self.bucket.as_ref().map(|b| b.get(key)) {
+            Some(Ok(value)) => value,
+            _ => {
+                self.errors += 1;
+                None
+            }
+        }
+    }
+
+    /// Writes bytes at a key that is never incremented.
+    pub fn set_raw(&mut self, key: &str, value: &[u8]) {
+        let ok = self.bucket.as_ref().is_some_and(|b| b.set(key, value).is_ok());
+        if !ok {
+            self.errors += 1;
+        }
+    }
+
     pub fn add(&mut self, key: &str, delta: i64) {
         let ok = self.bucket.as_ref().is_some_and(|b| atomics::increment(b, key, delta).is_ok());
         if !ok {
@@ -45,10 +78,7 @@ impl Counters {
     /// Gauges are written whole, in the same 8-byte little-endian form an
     /// increment leaves in Spin's SQLite store.
     pub fn set_gauge(&mut self, key: &str, value: i64) {
-        let ok = self.bucket.as_ref().is_some_and(|b| b.set(key, &value.to_le_bytes()).is_ok());
-        if !ok {
-            self.errors += 1;
-        }
+        self.set_raw(key, &value.to_le_bytes());
     }
 
     /// Every stored series with its value, for `/metrics`.

@@ -922,6 +922,8 @@ def _alerts_content():
         "retry rate": r"ximilar_retries_total",
         "p99 latency": r"histogram_quantile\(0\.99,.*by \(le, handler\).*http_request_duration_seconds_bucket",
         "cache hit ratio": r"gateway_cache_hits_total.*gateway_cache_misses_total",
+        "breaker open": r"ximilar_breaker_open(\{[^}]*\})?\s*==\s*1",
+        "credits at 90 %": r"ximilar_credits_used.*>=\s*0\.9\s*\*\s*ximilar_credits_limit",
     }
     for what, pattern in wanted.items():
         expect(any(re.search(pattern, e) for e in exprs.values()), f"no alert for {what} (/{pattern}/)")

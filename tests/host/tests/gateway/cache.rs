@@ -65,10 +65,13 @@ async fn tag_and_search_repeats_are_free() {
         assert_eq!(search.status, 200);
     }
     assert_eq!((gw.upstream(TAGS_PATH), gw.upstream(SEARCH_PATH)), (1, 1));
-    // A different top_k or category is a different question.
+    // A different top_k is a different question; so is a category, where a filter field sends it.
     gw.post("/search", r#"{"crop_url": "https://shop.example/jeans.jpg", "top_k": 4}"#).await;
-    gw.post("/search", r#"{"crop_url": "https://shop.example/jeans.jpg", "top_k": 3, "category": "x"}"#).await;
-    assert_eq!(gw.upstream(SEARCH_PATH), 3);
+    assert_eq!(gw.upstream(SEARCH_PATH), 2);
+    let filtered = gateway(&[("search_filter_field", "cat")]).await;
+    filtered.post("/search", r#"{"crop_url": "https://shop.example/jeans.jpg", "top_k": 3}"#).await;
+    filtered.post("/search", r#"{"crop_url": "https://shop.example/jeans.jpg", "top_k": 3, "category": "x"}"#).await;
+    assert_eq!(filtered.upstream(SEARCH_PATH), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,7 +130,9 @@ async fn a_detect_miss_writes_one_entry_and_every_crop_reads_it() {
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(keys[0].starts_with("v2:") && keys[0].len() == 7, "{keys:?}");
     let entry: serde_json::Value = serde_json::from_slice(&kv.get(&keys[0]).unwrap()).unwrap();
-    assert_eq!(entry["k"], "detect:https://shop.example/outfit.jpg?sig=abc");
+    let key = entry["k"].as_str().unwrap();
+    // The kind, a fingerprint of the settings that shaped the call, and the photo.
+    assert!(key.starts_with("detect:") && key.ends_with(":https://shop.example/outfit.jpg?sig=abc"), "{key}");
     assert_eq!(entry["v"].as_array().map(Vec::len), Some(3));
     assert_eq!(entry["v"][1]["tags"]["type"], "jeans");
     // Tagging each crop reads that entry and writes nothing.

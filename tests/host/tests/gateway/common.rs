@@ -78,6 +78,17 @@ pub async fn gateway(vars: &[(&str, &str)]) -> Gateway {
     gateway_with(vars, |_| {}).await
 }
 
+/// A gateway whose cache is the SQLite file `cache.db` in `dir`, so gateways
+/// started one after another on the same `dir` share their cache, as
+/// restarts and replicas on one store do.
+pub async fn gateway_on_store(vars: &[(&str, &str)], dir: &std::path::Path) -> Gateway {
+    let runtime_config = dir.join("runtime-config.toml");
+    let text =
+        "[key_value_store.cache]\ntype = \"spin\"\npath = \"cache.db\"\n[key_value_store.metrics]\ntype = \"spin\"\n";
+    std::fs::write(&runtime_config, text).expect("write the runtime config");
+    gateway_with(vars, |opts| opts.runtime_config = Some(runtime_config)).await
+}
+
 /// [`gateway`], with the host's options adjusted by `tune` before it starts.
 pub async fn gateway_with(vars: &[(&str, &str)], tune: impl FnOnce(&mut AppOptions)) -> Gateway {
     let mock =

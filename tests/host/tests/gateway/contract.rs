@@ -124,7 +124,8 @@ async fn search_without_a_collection_is_503_not_configured_and_calls_nothing() {
 async fn health_probes_the_account_with_the_token() {
     let gw = gateway(&[]).await;
     let reply = gw.get("/health").await;
-    assert_eq!((reply.status, reply.json()), (200, json!({ "status": "ok", "ximilar_reachable": true })));
+    let expected = json!({ "status": "ok", "ximilar_reachable": true, "breaker": "closed" });
+    assert_eq!((reply.status, reply.json()), (200, expected));
     let calls = gw.mock.calls_to(ACCOUNT_PATH);
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].method, "GET");
@@ -139,7 +140,8 @@ async fn health_with_a_rejected_token_is_not_reachable_and_not_retried() {
     let gw = gateway(&[("api_token", "wrong-token"), ("health_cache_s", "0")]).await;
     let reply = gw.get("/health").await;
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.json(), json!({ "status": "ok", "ximilar_reachable": false, "reason": "unauthorized" }));
+    let expected = json!({ "status": "ok", "ximilar_reachable": false, "reason": "unauthorized", "breaker": "closed" });
+    assert_eq!(reply.json(), expected);
     assert_eq!(gw.upstream(ACCOUNT_PATH), 1);
 }
 

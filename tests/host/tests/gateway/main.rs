@@ -7,6 +7,7 @@ mod common;
 mod cache;
 mod concurrency;
 mod contract;
+mod credits;
 mod faults;
 mod imports;
 mod metrics;
