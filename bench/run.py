@@ -73,13 +73,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gwbench.common import RESULTS, ROOT, TOKEN, die, log  # noqa: E402
 from gwbench.procs import RUNTIME_CONFIGS, Host, preflight, raise_nofile, runtime_config_text  # noqa: E402
 from gwbench.report import machine_info, report  # noqa: E402
-from gwbench.scenarios import run_base_url, scenario_cache, scenario_fastpath, scenario_overhead  # noqa: E402
+from gwbench.scenarios import (  # noqa: E402
+    run_base_url,
+    scenario_cache,
+    scenario_coalescing,
+    scenario_fastpath,
+    scenario_overhead,
+)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 round, 2 s per target (CI; not for numbers)")
-    ap.add_argument("--scenarios", default="a,b,c,d,e", help="subset of a,b,c,d,e (default all)")
+    ap.add_argument("--scenarios", default="a,b,c,d,e,f", help="subset of a,b,c,d,e,f (default all)")
     ap.add_argument("--runtime-configs", default="default",
                     help=f"comma-separated runtime configs to measure the gateway with in a, b and e: "
                          f"{', '.join(RUNTIME_CONFIGS)} (default: default, the repository's runtime-config.toml)")
@@ -115,8 +121,8 @@ def main() -> int:
         if getattr(cfg, k) is None:
             setattr(cfg, k, v)
     scenarios = [s.strip() for s in cfg.scenarios.split(",") if s.strip()]
-    if any(s not in "abcde" for s in scenarios):
-        die(f"--scenarios: expected a subset of a,b,c,d,e, got {cfg.scenarios}")
+    if any(s not in "abcdef" for s in scenarios):
+        die(f"--scenarios: expected a subset of a,b,c,d,e,f, got {cfg.scenarios}")
     cfg.runtime_configs = [r.strip() for r in cfg.runtime_configs.split(",") if r.strip()]
     for rc in cfg.runtime_configs:
         runtime_config_text(rc)  # dies on an unknown name
@@ -156,6 +162,8 @@ def main() -> int:
                 results.append(scenario_cache(cfg, host, 64, 50))
             if "d" in scenarios:
                 results.append(scenario_fastpath(cfg, host, 16))
+            if "f" in scenarios:
+                results.append(scenario_coalescing(cfg, host, 20, 50))
         ok = True
     except KeyboardInterrupt:
         log("interrupted")

@@ -87,6 +87,19 @@ pub fn health_key(config: &Config) -> String {
     format!("health:{}", fingerprint(&[&config.api_url, &config.health_path, &config.api_token]))
 }
 
+/// The in-flight lease of `key`: the request whose increment of it returns 1
+/// calls Ximilar; the others wait for its answer in the cache. Named after a
+/// period of the clock, so a lease whose holder died lapses with its period.
+pub fn lease_key(key: &str, now_ms: u64, period_ms: u64) -> String {
+    format!("lease:{:016x}:{}", fnv1a(key.as_bytes()), now_ms / period_ms.max(1))
+}
+
+/// Where a leader leaves a definite error (one that asking again would only
+/// repeat, such as an image Ximilar cannot read) for the requests that waited on it.
+pub fn shared_error_key(key: &str) -> String {
+    format!("error:{key}")
+}
+
 #[derive(Serialize, Deserialize)]
 struct Entry<T> {
     /// The full key: a slot is shared, so an entry must say whose it is.
@@ -153,6 +166,16 @@ mod tests {
     fn config(pairs: &[(&str, &str)]) -> Config {
         let map: std::collections::HashMap<&str, &str> = pairs.iter().copied().collect();
         Config::from_lookup(|k| map.get(k).map(|v| v.to_string())).unwrap()
+    }
+
+    #[test]
+    fn a_lease_lasts_one_period_and_names_no_url() {
+        let key = "detect:0:https://a.example/x.jpg";
+        assert_eq!(lease_key(key, 30_000, 30_000), lease_key(key, 59_999, 30_000));
+        assert_ne!(lease_key(key, 30_000, 30_000), lease_key(key, 60_000, 30_000));
+        assert_ne!(lease_key(key, 0, 30_000), lease_key("detect:0:https://a.example/y.jpg", 0, 30_000));
+        assert!(!lease_key(key, 0, 30_000).contains("example"));
+        assert_ne!(slot(&shared_error_key(key)), slot(key));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub const XIMILAR_BREAKER_OPEN: &str = "ximilar_breaker_open";
 pub const XIMILAR_BREAKER_REJECTIONS: &str = "ximilar_breaker_rejections_total";
 pub const CACHE_HITS: &str = "gateway_cache_hits_total";
 pub const CACHE_MISSES: &str = "gateway_cache_misses_total";
+pub const COALESCED: &str = "gateway_coalesced_total";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -80,6 +81,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     (CACHE_HITS, Kind::Counter, "Requests answered from the cache, by handler."),
     (CACHE_MISSES, Kind::Counter, "Cacheable requests that had to ask Ximilar, by handler."),
+    (
+        COALESCED,
+        Kind::Counter,
+        "Requests answered by another request's identical in-flight Ximilar call instead of their own, by handler.",
+    ),
 ];
 
 /// `"2xx"`: the FastAPI instrumentator the server card used grouped statuses by class.
@@ -142,6 +148,10 @@ pub fn retry_key(endpoint: &str, reason: &str) -> String {
 
 pub fn cache_key(handler: &str, hit: bool) -> String {
     series(if hit { CACHE_HITS } else { CACHE_MISSES }, &[("handler", handler)])
+}
+
+pub fn coalesced_key(handler: &str) -> String {
+    series(COALESCED, &[("handler", handler)])
 }
 
 pub fn reachable_key() -> String {

@@ -113,11 +113,31 @@ def verdict(ok):
     return "n/a" if ok is None else ("MET" if ok else "MISSED")
 
 
+def report_coalescing(res: dict) -> list[dict]:
+    """(f): one upstream call per burst, and how long followers wait beyond the first answer."""
+    print(f"\n(f) coalescing: {res['bursts']} bursts of {res['connections']} identical /detect at once, "
+          f"{res['upstream_latency_ms']} ms upstream")
+    print(f"  upstream calls per burst: {res['upstream_calls_per_burst']}; non-200 answers: {res['non_200']}")
+    print(f"  first answer of a burst p50 {fmt(res['first_answer_p50_ms'])} ms; the other callers later by "
+          f"p50 {fmt(res['follower_extra_p50_ms'])} ms, p90 {fmt(res['follower_extra_p90_ms'])} ms")
+    calls = res["upstream_calls_per_burst"]
+    return [
+        {"scenario": "f", "target": "one upstream call per burst of identical requests",
+         "value": calls, "met": bool(calls) and all(c == 1 for c in calls) and res["non_200"] == 0},
+        {"scenario": "f", "target": "followers answered <= 25 ms after the first answer (p50)",
+         "value": res["follower_extra_p50_ms"],
+         "met": res["follower_extra_p50_ms"] is not None and res["follower_extra_p50_ms"] <= 25},
+    ]
+
+
 def report(results: list[dict], cfg) -> list[dict]:
     """Prints the tables; returns the target checks."""
     checks = []
     for res in results:
         key = res["scenario"]
+        if key == "f":
+            checks += report_coalescing(res)
+            continue
         title = {
             "a": f"(a) {res['connections']} connections, {res.get('upstream_latency_ms')} ms upstream, every request a cache miss",
             "b": f"(b) {res['connections']} connections, {res.get('upstream_latency_ms')} ms upstream, every request a cache miss",

@@ -189,6 +189,50 @@ def scenario_fastpath(cfg, host: Host, connections: int) -> dict:
 # ---------------------------------------------------------------- base-url mode
 
 
+def scenario_coalescing(cfg, host: Host, callers: int, latency_ms: int) -> dict:
+    """f: bursts of `callers` identical /detect of a new image at once. One billed call is
+    expected per burst; the followers wait for the leader's answer in the cache. Reports how
+    much later than the first answer of its burst each other caller is answered."""
+    import concurrent.futures
+
+    bursts = 4 if cfg.quick else 30
+    log(f"scenario f: {bursts} bursts of {callers} identical /detect, {latency_ms} ms upstream")
+    mock = host.mock(latency_ms)
+    gw = None
+    try:
+        gw = host.gateway(mock, cache_ttl_s=3600)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=callers)
+        extra_ms, firsts_ms, calls, statuses = [], [], [], []
+
+        def one(body):
+            t0 = time.perf_counter()
+            status, _, _ = http("POST", gw.url + "/detect", body, {"Content-Type": "application/json"}, timeout=30)
+            return status, (time.perf_counter() - t0) * 1000
+
+        for n in range(bursts):
+            body = json.dumps({"url": f"https://shop.example/bench/burst-{uuid.uuid4().hex[:8]}-{n}.jpg"}).encode()
+            before = mock_credits(mock.url, TOKEN)
+            results = list(pool.map(one, [body] * callers))
+            calls.append(mock_credits(mock.url, TOKEN) - before)
+            statuses += [s for s, _ in results]
+            times = sorted(t for _, t in results)
+            firsts_ms.append(times[0])
+            extra_ms += [t - times[0] for t in times[1:]]
+            time.sleep(0.05)
+        pool.shutdown()
+    finally:
+        host.stop(gw, mock)
+    extra_ms.sort()
+    pct = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None  # noqa: E731
+    return {
+        "scenario": "f", "connections": callers, "upstream_latency_ms": latency_ms, "bursts": bursts,
+        "upstream_calls_per_burst": calls, "non_200": sum(1 for s in statuses if s != 200),
+        "first_answer_p50_ms": pct(sorted(firsts_ms), 0.5),
+        "follower_extra_p50_ms": pct(extra_ms, 0.5), "follower_extra_p90_ms": pct(extra_ms, 0.9),
+        "summary": {},
+    }
+
+
 def check_loopback(url: str, allow: bool) -> str:
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("http", "https") or not u.hostname:

@@ -5,21 +5,44 @@
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
 use super::breaker;
 use super::config;
 use super::endpoint::CacheOutcome;
-use super::stores::{Cache, Counters};
+use super::stores::{now_ms, Cache, Counters};
 use super::upstream::{SpinClock, SpinTransport};
+use crate::cache;
 use crate::client::{self, CallLog, Clock};
 use crate::config::Config;
 use crate::contract::ApiError;
 use crate::retry::RetryPolicy;
 use crate::upstream_error::UpstreamError;
 use crate::ximilar::{self, UpstreamRequest};
+
+/// How often a request waiting on another's identical call looks for its answer.
+const FOLLOW_POLL: Duration = Duration::from_millis(10);
+
+/// The one error a leader shares with the requests that waited on it: Ximilar's
+/// definite answer that it cannot read the image (asking again repeats it, and pays).
+const SHARED_ERROR_CODE: &str = "image_not_processed";
+
+/// Long enough for the waiting requests to read it, too short to be a cache of errors.
+const SHARED_ERROR_TTL_MS: u64 = 2_000;
+
+#[derive(Serialize, Deserialize)]
+struct SharedError {
+    detail: String,
+}
+
+/// Where an answer comes from.
+pub enum Found<T> {
+    Cached(T),
+    /// Ask Ximilar, then hand the outcome to [`Context::finish`] with this lease.
+    Lead(Option<String>),
+}
 
 pub struct Context {
     pub request_id: String,
@@ -30,6 +53,8 @@ pub struct Context {
     /// Every try sent to Ximilar, and every retry.
     pub calls: CallLog,
     pub cache_outcome: CacheOutcome,
+    /// Answered by another request's identical call (counted in `gateway_coalesced_total`).
+    pub coalesced: bool,
     cache: Cache,
     /// When the Ximilar calls of this request must be done by (set with the configuration).
     deadline: Option<Duration>,
@@ -44,6 +69,7 @@ impl Context {
             counters,
             calls: CallLog::default(),
             cache_outcome: CacheOutcome::NotUsed,
+            coalesced: false,
             cache: Cache::disabled(),
             deadline: None,
         }
@@ -75,9 +101,73 @@ impl Context {
         found
     }
 
-    /// Keeps a paid-for answer for the cache's TTL.
-    pub async fn remember<T: Serialize>(&mut self, key: &str, value: &T) {
-        self.cache.put(key, value).await;
+    /// The answer to `key`: from the cache; or, when another request is already
+    /// asking Ximilar the same question (it holds the in-flight lease, shared
+    /// through the store by every instance and replica), from that request once
+    /// it has answered; or [`Found::Lead`]: ask Ximilar, then [`Context::finish`].
+    /// A follower waits with the async clock (the instance goes on serving), and
+    /// never so long that it could not still make its own call in time.
+    pub async fn cached_or_lead<T: DeserializeOwned>(&mut self, key: &str) -> Result<Found<T>, ApiError> {
+        if let Some(hit) = self.cached(key).await {
+            return Ok(Found::Cached(hit));
+        }
+        if !self.cache.enabled() {
+            return Ok(Found::Lead(None));
+        }
+        let config = self.config().await?;
+        let period = config.timeout.as_millis() as u64;
+        let wait_until = self.deadline.expect("set by config()").saturating_sub(config.retry.attempt_timeout);
+        loop {
+            let lease = cache::lease_key(key, now_ms(), period);
+            match self.cache.take_lease(&lease) {
+                None => return Ok(Found::Lead(None)),
+                Some(1) => {
+                    // A leader may have answered between our lookup and our lease.
+                    if let Some(hit) = self.cache.get(key).await {
+                        self.cache.release_lease(&lease);
+                        return Ok(Found::Cached(hit));
+                    }
+                    return Ok(Found::Lead(Some(lease)));
+                }
+                Some(_) => {}
+            }
+            // Follow the leader until its answer is in the cache or it has gone.
+            loop {
+                if self.clock.now() + FOLLOW_POLL >= wait_until {
+                    return Ok(Found::Lead(None));
+                }
+                self.clock.sleep(FOLLOW_POLL).await;
+                if let Some(answer) = self.cache.get(key).await {
+                    self.coalesced = true;
+                    self.cache_outcome = CacheOutcome::Hit;
+                    return Ok(Found::Cached(answer));
+                }
+                if !self.cache.lease_held(&lease) {
+                    break;
+                }
+            }
+            if let Some(shared) = self.cache.get::<SharedError>(&cache::shared_error_key(key)).await {
+                self.coalesced = true;
+                return Err(ApiError::invalid(SHARED_ERROR_CODE, shared.detail));
+            }
+            // The leader finished without an answer to share: take the lead (or follow a new leader).
+        }
+    }
+
+    /// Ends a lead: keeps the answer (or a definite error, for the followers
+    /// only) and frees the lease, so those waiting on it see the outcome.
+    pub async fn finish<T: Serialize>(&mut self, key: &str, lease: Option<String>, outcome: Result<&T, &ApiError>) {
+        match outcome {
+            Ok(answer) => self.cache.put(key, answer).await,
+            Err(error) if lease.is_some() && error.code == SHARED_ERROR_CODE => {
+                let shared = SharedError { detail: error.detail.clone() };
+                self.cache.put_for(&cache::shared_error_key(key), &shared, SHARED_ERROR_TTL_MS).await;
+            }
+            Err(_) => {}
+        }
+        if let Some(lease) = lease {
+            self.cache.release_lease(&lease);
+        }
     }
 
     /// Store errors met by the cache (they never fail a request).

@@ -2,11 +2,11 @@
 //! the body: validate, look in the cache, ask Ximilar, map, remember.
 
 use super::breaker;
-use super::context::Context;
+use super::context::{Context, Found};
 use super::endpoint::{Answer, Endpoint};
 use crate::breaker::State;
 use crate::cache;
-use crate::config::TagMode;
+use crate::config::{Config, TagMode};
 use crate::contract::{self, ApiError, DetectResponse, HealthResponse, SearchResponse, TagResponse};
 use crate::mapping::{self, DetectedItem};
 use crate::metrics;
@@ -51,18 +51,13 @@ impl Endpoint for Tag {
             return Ok(Answer::json(&item.tags));
         }
         let key = cache::tag_key(config, &request.url);
-        if let Some(hit) = ctx.cached::<TagResponse>(&key).await {
-            return Ok(Answer::json(&hit));
-        }
-        let upstream = ximilar::tag(config, &ctx.request_id, request.url.source());
-        let envelope = ctx.ximilar(&upstream).await?;
-        let record = ximilar::single_record(&envelope).map_err(|e| e.to_api_error())?;
-        let tags = match config.tag_mode {
-            TagMode::Fashion => mapping::tag_record(record),
-            TagMode::Classify { .. } => mapping::classify_record(record),
+        let lease = match ctx.cached_or_lead::<TagResponse>(&key).await? {
+            Found::Cached(hit) => return Ok(Answer::json(&hit)),
+            Found::Lead(lease) => lease,
         };
-        ctx.remember(&key, &tags).await;
-        Ok(Answer::json(&tags))
+        let tags = tag_upstream(ctx, config, &request.url).await;
+        ctx.finish(&key, lease, tags.as_ref()).await;
+        Ok(Answer::json(&tags?))
     }
 }
 
@@ -83,15 +78,18 @@ impl Endpoint for Search {
         }
         let source = source_of(&request.crop_url);
         let key = cache::search_key(config, &source, request.category.as_deref(), request.top_k);
-        if let Some(hit) = ctx.cached::<SearchResponse>(&key).await {
-            return Ok(Answer::json(&hit));
-        }
+        let lease = match ctx.cached_or_lead::<SearchResponse>(&key).await? {
+            Found::Cached(hit) => return Ok(Answer::json(&hit)),
+            Found::Lead(lease) => lease,
+        };
         let category = request.category.as_deref();
         let upstream = ximilar::visual_knn(config, &ctx.request_id, source.as_str(), request.top_k, category);
-        let envelope = ctx.ximilar(&upstream).await?;
-        let response = SearchResponse { candidates: mapping::candidates(&envelope, request.top_k as usize) };
-        ctx.remember(&key, &response).await;
-        Ok(Answer::json(&response))
+        let response = match ctx.ximilar(&upstream).await {
+            Ok(envelope) => Ok(SearchResponse { candidates: mapping::candidates(&envelope, request.top_k as usize) }),
+            Err(error) => Err(error),
+        };
+        ctx.finish(&key, lease, response.as_ref()).await;
+        Ok(Answer::json(&response?))
     }
 }
 
@@ -106,11 +104,14 @@ impl Endpoint for Health {
         let config = ctx.config().await?;
         ctx.use_cache(config.health_cache).await;
         let key = cache::health_key(config);
-        if let Some(mut hit) = ctx.cached::<HealthResponse>(&key).await {
-            // The probe's verdict may be reused; the breaker's state is read fresh.
-            hit.breaker = Some(breaker::state(&mut ctx.counters).label().into());
-            return Ok(Answer::json(&hit));
-        }
+        let lease = match ctx.cached_or_lead::<HealthResponse>(&key).await? {
+            Found::Cached(mut hit) => {
+                // The probe's verdict may be reused; the breaker's state is read fresh.
+                hit.breaker = Some(breaker::state(&mut ctx.counters).label().into());
+                return Ok(Answer::json(&hit));
+            }
+            Found::Lead(lease) => lease,
+        };
         let probe = ximilar::account_details(config, &ctx.request_id);
         let verdict = ctx.probe(&probe, &config.retry, config.health_timeout).await;
         if let Ok(account) = &verdict {
@@ -133,7 +134,7 @@ impl Endpoint for Health {
             breaker: Some(breaker.label().into()),
         };
         ctx.counters.set_gauge(&metrics::reachable_key(), i64::from(response.ximilar_reachable));
-        ctx.remember(&key, &response).await;
+        ctx.finish(&key, lease, Ok(&response)).await;
         Ok(Answer::json(&response))
     }
 }
@@ -162,15 +163,31 @@ impl Endpoint for Metrics {
 async fn detection(ctx: &mut Context, source: &ImageUrl) -> Result<Vec<DetectedItem>, ApiError> {
     let config = ctx.config().await?;
     let key = cache::detect_key(config, source);
-    if let Some(hit) = ctx.cached(&key).await {
-        return Ok(hit);
-    }
+    let lease = match ctx.cached_or_lead(&key).await? {
+        Found::Cached(hit) => return Ok(hit),
+        Found::Lead(lease) => lease,
+    };
+    let detected = detect_upstream(ctx, config, source).await;
+    ctx.finish(&key, lease, detected.as_ref()).await;
+    detected
+}
+
+async fn detect_upstream(ctx: &mut Context, config: &Config, source: &ImageUrl) -> Result<Vec<DetectedItem>, ApiError> {
     let request = ximilar::detect_tags(config, &ctx.request_id, source.as_str());
     let envelope = ctx.ximilar(&request).await?;
     let record = ximilar::single_record(&envelope).map_err(|e| e.to_api_error())?;
-    let items = mapping::detected_items(record, source.as_str());
-    ctx.remember(&key, &items).await;
-    Ok(items)
+    Ok(mapping::detected_items(record, source.as_str()))
+}
+
+/// `/tag` of a whole image: the fashion tagger, or the custom classifier.
+async fn tag_upstream(ctx: &mut Context, config: &Config, url: &ImageUrl) -> Result<TagResponse, ApiError> {
+    let upstream = ximilar::tag(config, &ctx.request_id, url.source());
+    let envelope = ctx.ximilar(&upstream).await?;
+    let record = ximilar::single_record(&envelope).map_err(|e| e.to_api_error())?;
+    Ok(match config.tag_mode {
+        TagMode::Fashion => mapping::tag_record(record),
+        TagMode::Classify { .. } => mapping::classify_record(record),
+    })
 }
 
 /// The image itself, without any crop fragment.

@@ -84,6 +84,9 @@ fn record<E: Endpoint>(ctx: &mut Context, method: &str, status: u16) {
     for (endpoint, reason) in &ctx.calls.retries {
         counters.add(&metrics::retry_key(endpoint.label(), reason.label()), 1);
     }
+    if ctx.coalesced {
+        counters.add(&metrics::coalesced_key(E::NAME), 1);
+    }
     match ctx.cache_outcome {
         CacheOutcome::Hit => counters.add(&metrics::cache_key(E::NAME, true), 1),
         CacheOutcome::Miss => counters.add(&metrics::cache_key(E::NAME, false), 1),

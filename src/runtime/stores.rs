@@ -108,6 +108,9 @@ impl Counters {
 /// one `set` per write, whatever the backend: nothing here lists or counts keys.
 pub struct Cache {
     store: Option<Store>,
+    /// The same store through `wasi:keyvalue`, for the atomic in-flight leases;
+    /// opened on the first miss.
+    leases: Option<store::Bucket>,
     ttl_ms: u64,
     pub errors: u32,
 }
@@ -115,7 +118,7 @@ pub struct Cache {
 impl Cache {
     /// A cache that misses every lookup and keeps nothing.
     pub fn disabled() -> Cache {
-        Cache { store: None, ttl_ms: 0, errors: 0 }
+        Cache { store: None, leases: None, ttl_ms: 0, errors: 0 }
     }
 
     pub async fn open(ttl: std::time::Duration) -> Cache {
@@ -123,8 +126,8 @@ impl Cache {
             return Cache::disabled();
         }
         match Store::open(CACHE_LABEL).await {
-            Ok(store) => Cache { store: Some(store), ttl_ms: ttl.as_millis() as u64, errors: 0 },
-            Err(_) => Cache { store: None, ttl_ms: 0, errors: 1 },
+            Ok(store) => Cache { store: Some(store), leases: None, ttl_ms: ttl.as_millis() as u64, errors: 0 },
+            Err(_) => Cache { errors: 1, ..Cache::disabled() },
         }
     }
 
@@ -147,9 +150,43 @@ impl Cache {
 
     /// Stores `value` under `key` for the TTL, replacing whatever held its slot.
     pub async fn put<T: Serialize>(&mut self, key: &str, value: &T) {
+        self.put_for(key, value, self.ttl_ms).await;
+    }
+
+    /// Stores `value` under `key` for `ttl_ms`.
+    pub async fn put_for<T: Serialize>(&mut self, key: &str, value: &T, ttl_ms: u64) {
         let Some(store) = self.store.as_ref() else { return };
-        let bytes = cache::encode(key, value, now_ms(), self.ttl_ms);
+        let bytes = cache::encode(key, value, now_ms(), ttl_ms);
         if store.set(&cache::slot(key), bytes).await.is_err() {
+            self.errors += 1;
+        }
+    }
+
+    /// Takes a turn on the lease: `Some(1)` for the first taker, who leads.
+    pub fn take_lease(&mut self, lease: &str) -> Option<i64> {
+        if self.leases.is_none() {
+            self.leases = store::open(CACHE_LABEL).ok();
+        }
+        let taken = self.leases.as_ref().and_then(|b| atomics::increment(b, lease, 1).ok());
+        if taken.is_none() {
+            self.errors += 1;
+        }
+        taken
+    }
+
+    /// Whether the lease is still held (its leader has not finished).
+    pub fn lease_held(&mut self, lease: &str) -> bool {
+        match self.leases.as_ref().map(|b| b.exists(lease)) {
+            Some(Ok(held)) => held,
+            _ => {
+                self.errors += 1;
+                false
+            }
+        }
+    }
+
+    pub fn release_lease(&mut self, lease: &str) {
+        if self.leases.as_ref().is_some_and(|b| b.delete(lease).is_err()) {
             self.errors += 1;
         }
     }

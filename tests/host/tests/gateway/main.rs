@@ -5,6 +5,7 @@
 mod common;
 
 mod cache;
+mod coalescing;
 mod concurrency;
 mod contract;
 mod credits;

@@ -1,0 +1,126 @@
+//! Identical requests in flight at the same time share one billed Ximilar call:
+//! the first takes the in-flight lease in the key-value store, the others wait
+//! for its answer in the cache.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use spin_test_host::mock::Fault;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Sends `n` copies of one request at once; returns (status, body) of each.
+async fn at_once(
+    gw: &Arc<Gateway>,
+    n: usize,
+    method: &'static str,
+    path: &'static str,
+    body: String,
+) -> Vec<(u16, Value)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (gw, body) = (gw.clone(), body.clone());
+            tokio::spawn(async move {
+                let r = gw.request(method, path, &[("content-type", "application/json")], body.as_bytes()).await;
+                (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("request task"));
+    }
+    out
+}
+
+async fn coalesced(gw: &Gateway, handler: &str) -> f64 {
+    let text = gw.get("/metrics").await.text();
+    let series = format!("gateway_coalesced_total{{handler=\"{handler}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&series)?.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_identical_detects_make_one_call_and_get_one_answer() {
+    let gw = Arc::new(gateway(&[]).await);
+    gw.mock.set_latency(Duration::from_millis(200));
+    let answers =
+        at_once(&gw, 20, "POST", "/detect", json!({ "url": "https://shop.example/new.jpg" }).to_string()).await;
+    assert_eq!(gw.upstream(DETECT_PATH), 1, "one billed call for twenty callers");
+    assert!(answers.iter().all(|(status, body)| *status == 200 && *body == answers[0].1), "{answers:?}");
+    assert_eq!(answers[0].1["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(coalesced(&gw, "detect").await, 19.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_tags_and_searches_share_one_call_too() {
+    let gw = Arc::new(gateway(&[]).await);
+    gw.mock.set_latency(Duration::from_millis(200));
+    let tags = at_once(&gw, 10, "POST", "/tag", json!({ "url": "https://shop.example/jeans.jpg" }).to_string()).await;
+    let searches = at_once(
+        &gw,
+        10,
+        "POST",
+        "/search",
+        json!({ "crop_url": "https://shop.example/a.jpg", "top_k": 2 }).to_string(),
+    )
+    .await;
+    assert_eq!((gw.upstream(TAGS_PATH), gw.upstream(SEARCH_PATH)), (1, 1));
+    assert!(tags.iter().chain(&searches).all(|(status, _)| *status == 200));
+    assert!(tags.iter().all(|t| t.1 == tags[0].1) && searches.iter().all(|s| s.1 == searches[0].1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thirty_cold_health_checks_make_one_account_call() {
+    let gw = Arc::new(gateway(&[]).await);
+    gw.mock.set_latency(Duration::from_millis(200));
+    let answers = at_once(&gw, 30, "GET", "/health", String::new()).await;
+    assert_eq!(gw.upstream(ACCOUNT_PATH), 1);
+    assert!(answers.iter().all(|(status, body)| *status == 200 && body["ximilar_reachable"] == true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_leader_hands_over_and_a_transient_error_is_not_shared() {
+    let gw = Arc::new(gateway(&[("max_retries", "0")]).await);
+    gw.mock.set_latency(Duration::from_millis(150));
+    gw.mock.push_fault_for(DETECT_PATH, Fault::Status(503));
+    let answers =
+        at_once(&gw, 5, "POST", "/detect", json!({ "url": "https://shop.example/flaky.jpg" }).to_string()).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    statuses.sort();
+    // The leader's 503 is its own; one follower takes the lead and answers the rest.
+    assert_eq!(statuses, [200, 200, 200, 200, 503]);
+    assert_eq!(gw.upstream(DETECT_PATH), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ximilars_definite_answer_that_it_cannot_read_the_image_is_shared() {
+    let gw = Arc::new(gateway(&[]).await);
+    gw.mock.set_latency(Duration::from_millis(150));
+    gw.mock.push_fault_for(DETECT_PATH, Fault::could_not_download());
+    let answers =
+        at_once(&gw, 5, "POST", "/detect", json!({ "url": "https://shop.example/gone.jpg" }).to_string()).await;
+    assert!(
+        answers.iter().all(|(status, body)| *status == 422 && body["code"] == "image_not_processed"),
+        "{answers:?}"
+    );
+    assert_eq!(gw.upstream(DETECT_PATH), 1);
+    // Not cached as an answer: a later request asks again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let again = gw.post("/detect", r#"{"url": "https://shop.example/gone.jpg"}"#).await;
+    assert_eq!((again.status, gw.upstream(DETECT_PATH)), (200, 2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_leader_never_keeps_followers_past_their_deadline() {
+    let gw = Arc::new(gateway(&[("timeout_ms", "2000"), ("attempt_timeout_ms", "500"), ("max_retries", "0")]).await);
+    gw.mock.push_fault_for(DETECT_PATH, Fault::hang());
+    let started = Instant::now();
+    let answers =
+        at_once(&gw, 4, "POST", "/detect", json!({ "url": "https://shop.example/slow.jpg" }).to_string()).await;
+    let took = started.elapsed();
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    statuses.sort();
+    // The leader's try is cut at 500 ms (504); a follower then leads and answers the others.
+    assert_eq!(statuses, [200, 200, 200, 504]);
+    assert_eq!(gw.upstream(DETECT_PATH), 2);
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+}
