@@ -134,7 +134,9 @@ pub async fn call<T: Transport, C: Clock>(
             return Err(CallError::Deadline);
         }
         if retries >= policy.max_retries || out_of_time {
-            let retry_after = hint.unwrap_or_else(|| policy.backoff_ceiling(retries)).max(Duration::from_secs(1));
+            // What our caller should wait: Ximilar's hint, bounded like our own waits, or our next backoff.
+            let suggested = hint.map_or_else(|| policy.backoff_ceiling(retries), |h| h.min(policy.max_retry_after));
+            let retry_after = suggested.max(Duration::from_secs(1));
             return Err(CallError::Exhausted { last: reason, retry_after });
         }
         clock.sleep(wait).await;
@@ -301,6 +303,19 @@ mod tests {
         // No Retry-After from upstream: the backoff ceiling after 3 retries, min(2 s, 300 ms × 2³).
         let retry_after = Duration::from_secs(2);
         assert_eq!(result.unwrap_err(), CallError::Exhausted { last: RetryReason::TooManyRequests, retry_after });
+    }
+
+    #[test]
+    fn a_huge_or_zero_retry_after_is_bounded_for_the_caller_and_the_waits() {
+        // Capped at max_retry_after (5 s here) for the caller...
+        let (result, _, _, _) = run(vec![status_with_retry_after(503, 3_600)], policy(0), Duration::from_secs(30));
+        let retry_after = Duration::from_secs(5);
+        assert_eq!(result.unwrap_err(), CallError::Exhausted { last: RetryReason::Unavailable, retry_after });
+        // ... and 0 waits the jittered backoff, not nothing.
+        let script = vec![status_with_retry_after(429, 0), status_with_retry_after(429, 0), status(200)];
+        let (result, _, sleeps, _) = run(script, policy(3), Duration::from_secs(30));
+        assert!(result.is_ok());
+        assert_eq!(sleeps, vec![Duration::from_millis(50), Duration::from_millis(100)]);
     }
 
     #[test]

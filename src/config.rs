@@ -79,10 +79,7 @@ impl Config {
             let raw = text(name, &default.to_string());
             match raw.parse::<u64>() {
                 Ok(n) if n <= max => Ok(n),
-                _ => Err(format!(
-                    "XIMILAR_{} must be an integer from 0 to {max}, not {raw:?}",
-                    name.to_ascii_uppercase()
-                )),
+                _ => Err(format!("XIMILAR_{} must be an integer from 0 to {max}", name.to_ascii_uppercase())),
             }
         };
         let path = |name: &str, default: &str| -> Result<String, String> {
@@ -107,7 +104,7 @@ impl Config {
                 }
                 TagMode::Classify { task_id }
             }
-            other => return Err(format!("XIMILAR_TAG_MODE must be 'fashion' or 'classify', not {other:?}")),
+            _ => return Err("XIMILAR_TAG_MODE must be 'fashion' or 'classify'".into()),
         };
         let search_fields = text("search_fields", "_id,_url")
             .split(',')
@@ -212,6 +209,16 @@ mod tests {
         assert!(config(&[("tag_mode", "classify")]).unwrap_err().contains("XIMILAR_TASK_ID"));
         assert!(config(&[("detect_path", "tagging")]).unwrap_err().contains("XIMILAR_DETECT_PATH"));
         assert!(config(&[("api_url", "api.ximilar.com")]).unwrap_err().contains("XIMILAR_API_URL"));
+    }
+
+    #[test]
+    fn errors_name_the_variable_never_its_value() {
+        for (name, value) in
+            [("timeout_ms", "tok-SECRET-1"), ("tag_mode", "tok-SECRET-2"), ("max_retries", "tok-SECRET-3")]
+        {
+            let why = config(&[(name, value)]).unwrap_err();
+            assert!(why.contains(&format!("XIMILAR_{}", name.to_ascii_uppercase())) && !why.contains(value), "{why}");
+        }
     }
 
     #[test]

@@ -77,12 +77,14 @@ impl RetryPolicy {
         self.base_backoff.saturating_mul(factor).min(self.max_backoff)
     }
 
-    /// The wait before the next try: the server's `Retry-After` when it sent one
-    /// (capped), else jittered backoff.
+    /// The wait before the next try: jittered backoff, or the server's
+    /// `Retry-After` (capped) when it asks for longer; a `Retry-After: 0` does
+    /// not turn the retries into a burst.
     pub fn wait_before(&self, retry: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
+        let backoff = self.backoff(retry, unit);
         match retry_after {
-            Some(hint) => hint.min(self.max_retry_after),
-            None => self.backoff(retry, unit),
+            Some(hint) => hint.min(self.max_retry_after).max(backoff),
+            None => backoff,
         }
     }
 }

@@ -1,8 +1,12 @@
 //! Image URLs: validation, `crop_url`s (W3C media fragments `#xywh=x,y,w,h`) and
 //! the normal form used for cache keys.
 
-/// Longest URL we accept, fragment included.
+/// Longest image URL we accept, not counting a fragment: a `crop_url` that
+/// `/detect` made from an accepted URL is accepted too.
 pub const MAX_URL_LEN: usize = 2048;
+
+/// Longest fragment (`#...`): room for any `xywh=` box and a little more.
+pub const MAX_FRAGMENT_LEN: usize = 256;
 
 /// An absolute http(s) URL that passed validation. Keeps the caller's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +33,16 @@ impl Crop {
 }
 
 pub fn parse_image_url(text: &str) -> Result<ImageUrl, String> {
-    if text.len() > MAX_URL_LEN {
-        return Err(format!("URL is longer than {MAX_URL_LEN} characters"));
+    let (source, fragment) = text.split_once('#').unwrap_or((text, ""));
+    if source.len() > MAX_URL_LEN {
+        return Err(format!("URL is longer than {MAX_URL_LEN} characters (not counting a #fragment)"));
+    }
+    if fragment.len() > MAX_FRAGMENT_LEN {
+        return Err(format!("the #fragment is longer than {MAX_FRAGMENT_LEN} characters"));
+    }
+    // A crop that does not parse must not silently become the whole image (a billed call).
+    if let Some(spec) = xywh_spec(fragment) {
+        parse_crop(spec)?;
     }
     if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("URL contains whitespace or control characters".into());
@@ -58,16 +70,10 @@ impl ImageUrl {
         self.0.split('#').next().unwrap_or_default()
     }
 
-    /// The crop named by an `#xywh=x,y,w,h` fragment (pixels), if any.
+    /// The crop named by an `#xywh=x,y,w,h` fragment (pixels), if any
+    /// (validation has already refused one that does not parse).
     pub fn crop(&self) -> Option<Crop> {
-        let fragment = self.0.split_once('#')?.1;
-        let spec = fragment.split('&').find_map(|p| p.strip_prefix("xywh="))?;
-        let spec = spec.strip_prefix("pixel:").unwrap_or(spec);
-        let nums: Vec<i64> = spec.split(',').map(|n| n.trim().parse().ok()).collect::<Option<_>>()?;
-        match nums[..] {
-            [x, y, w, h] if x >= 0 && y >= 0 && w > 0 && h > 0 => Some(Crop { x, y, w, h }),
-            _ => None,
-        }
+        parse_crop(xywh_spec(self.0.split_once('#')?.1)?).ok()
     }
 
     /// Normal form for cache keys: scheme and host lower-cased, a default port
@@ -85,6 +91,30 @@ impl ImageUrl {
         }
         let tail = if tail.is_empty() || tail.starts_with(['?', '#']) { format!("/{tail}") } else { tail.to_string() };
         format!("{scheme}://{authority}{tail}")
+    }
+}
+
+/// The value of an `xywh=` part of a fragment (`#xywh=...&t=...`), if there is one.
+fn xywh_spec(fragment: &str) -> Option<&str> {
+    fragment.split('&').find_map(|p| p.strip_prefix("xywh="))
+}
+
+/// A Media Fragments box in pixels (`x,y,w,h` or `pixel:x,y,w,h`): four integers,
+/// the origin not negative, the size positive, the far corner representable.
+fn parse_crop(spec: &str) -> Result<Crop, String> {
+    const WHY: &str = "the #xywh fragment must be four integers x,y,w,h in pixels, with w and h above 0";
+    if spec.starts_with("percent:") {
+        return Err("the #xywh fragment is in percent; only pixel boxes are supported (as /detect returns)".into());
+    }
+    let spec = spec.strip_prefix("pixel:").unwrap_or(spec);
+    let nums: Vec<i64> = spec.split(',').map(|n| n.trim().parse().ok()).collect::<Option<_>>().ok_or(WHY)?;
+    match nums[..] {
+        [x, y, w, h]
+            if x >= 0 && y >= 0 && w > 0 && h > 0 && x.checked_add(w).is_some() && y.checked_add(h).is_some() =>
+        {
+            Ok(Crop { x, y, w, h })
+        }
+        _ => Err(WHY.into()),
     }
 }
 
@@ -118,17 +148,42 @@ mod tests {
     }
 
     #[test]
-    fn odd_fragments_are_not_crops() {
-        for s in [
-            "https://s.example/a.jpg",
-            "https://s.example/a.jpg#xywh=1,2,3",
-            "https://s.example/a.jpg#xywh=1,2,0,4",
-            "https://s.example/a.jpg#xywh=a,b,c,d",
-            "https://s.example/a.jpg#t=10",
-        ] {
+    fn fragments_without_a_box_are_not_crops() {
+        for s in ["https://s.example/a.jpg", "https://s.example/a.jpg#t=10", "https://s.example/a.jpg#"] {
             assert_eq!(url(s).crop(), None, "{s}");
         }
         assert_eq!(url("https://s.example/a.jpg#xywh=pixel:1,2,3,4").crop(), Some(Crop { x: 1, y: 2, w: 3, h: 4 }));
+        assert_eq!(url("https://s.example/a.jpg#t=1&xywh=1,2,3,4").crop(), Some(Crop { x: 1, y: 2, w: 3, h: 4 }));
+    }
+
+    #[test]
+    fn a_box_that_does_not_parse_is_refused_not_ignored() {
+        for s in [
+            "https://s.example/a.jpg#xywh=1,2,3",
+            "https://s.example/a.jpg#xywh=1,2,0,4",
+            "https://s.example/a.jpg#xywh=1,2,3,-4",
+            "https://s.example/a.jpg#xywh=-1,2,3,4",
+            "https://s.example/a.jpg#xywh=a,b,c,d",
+            "https://s.example/a.jpg#xywh=1,2,3,4,5",
+            "https://s.example/a.jpg#xywh=9223372036854775807,0,1,1",
+            "https://s.example/a.jpg#xywh=99999999999999999999,0,1,1",
+            "https://s.example/a.jpg#xywh=",
+        ] {
+            let why = parse_image_url(s).unwrap_err();
+            assert!(why.contains("#xywh"), "{s}: {why}");
+        }
+        let why = parse_image_url("https://s.example/a.jpg#xywh=percent:10,10,50,50").unwrap_err();
+        assert!(why.contains("percent"), "{why}");
+    }
+
+    #[test]
+    fn the_length_limit_is_for_the_source_so_crops_of_long_urls_pass() {
+        let long = format!("https://s.example/{}", "a".repeat(MAX_URL_LEN - 18));
+        assert_eq!(long.len(), MAX_URL_LEN);
+        let crop = crop_url(&long, Crop { x: 212, y: 340, w: 493, h: 782 });
+        assert_eq!(url(&crop).source(), long);
+        assert!(parse_image_url(&format!("{long}a")).is_err());
+        assert!(parse_image_url(&format!("https://s.example/a.jpg#{}", "x".repeat(MAX_FRAGMENT_LEN + 1))).is_err());
     }
 
     #[test]

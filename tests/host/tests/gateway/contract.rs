@@ -250,3 +250,47 @@ async fn one_log_line_per_request_without_urls_or_secrets() {
         assert!(!line.contains("shop.example"), "no URL in logs: {line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crop_box_that_does_not_parse_is_422_without_a_call() {
+    let gw = gateway(&[]).await;
+    for fragment in ["xywh=1,2,0,4", "xywh=-1,2,3,4", "xywh=a,b,c,d", "xywh=1,2,3", "xywh=99999999999999999999,0,1,1"] {
+        let url = format!("https://shop.example/outfit.jpg#{fragment}");
+        let tag = gw.post("/tag", &json!({ "url": url }).to_string()).await;
+        assert_eq!((tag.status, tag.code().as_str()), (422, "invalid_url"), "{fragment}");
+        assert!(tag.json()["detail"].as_str().unwrap().contains("#xywh"), "{}", tag.text());
+        let search = gw.post("/search", &json!({ "crop_url": url }).to_string()).await;
+        assert_eq!((search.status, search.code().as_str()), (422, "invalid_url"), "{fragment}");
+    }
+    let percent = gw.post("/tag", r#"{"url": "https://shop.example/a.jpg#xywh=percent:10,10,50,50"}"#).await;
+    assert_eq!(percent.status, 422);
+    assert!(percent.json()["detail"].as_str().unwrap().contains("percent"));
+    assert_eq!(gw.upstream_total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_crop_url_of_a_long_signed_url_is_accepted() {
+    let gw = gateway(&[]).await;
+    let long = format!("https://shop.example/outfit.jpg?sig={}", "s".repeat(2048 - 36));
+    assert_eq!(long.len(), 2048);
+    let detect = gw.post("/detect", &json!({ "url": long }).to_string()).await;
+    assert_eq!(detect.status, 200, "{}", detect.text());
+    for item in detect.json()["items"].as_array().unwrap() {
+        assert!(item["crop_url"].as_str().unwrap().len() > 2048);
+        let tag = gw.post("/tag", &json!({ "url": item["crop_url"] }).to_string()).await;
+        assert_eq!((tag.status, tag.header("x-cache")), (200, Some("HIT")), "{}", tag.text());
+        assert_eq!(gw.post("/search", &json!({ "crop_url": item["crop_url"] }).to_string()).await.status, 200);
+    }
+    assert_eq!((gw.upstream(DETECT_PATH), gw.upstream(SEARCH_PATH)), (1, 1));
+    let too_long = gw.post("/detect", &json!({ "url": format!("{long}s") }).to_string()).await;
+    assert_eq!((too_long.status, too_long.code().as_str()), (422, "invalid_url"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_error_names_the_variable_never_its_value() {
+    let gw = gateway(&[("timeout_ms", "soon-SECRET-value")]).await;
+    let reply = gw.post("/detect", r#"{"url": "https://shop.example/a.jpg"}"#).await;
+    assert_eq!((reply.status, reply.code().as_str()), (500, "config_error"));
+    assert!(reply.text().contains("XIMILAR_TIMEOUT_MS") && !reply.text().contains("SECRET"), "{}", reply.text());
+    assert_eq!(gw.upstream_total(), 0);
+}

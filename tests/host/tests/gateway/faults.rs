@@ -177,3 +177,16 @@ async fn calls_to_the_configured_host_are_allowed_and_counted() {
     assert_eq!(gw.app.denied_calls(), 0, "calls to api_url are allowed");
     assert_eq!(gw.app.outbound_calls("detect"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_passed_to_callers_is_bounded_and_zero_is_no_burst() {
+    // Ximilar asks for an hour: the gateway waits at most retry_after_max_ms between tries,
+    // and tells its caller no more than that either (rounded up to whole seconds).
+    let (reply, calls, _) =
+        detect_with(&[("retry_after_max_ms", "300")], vec![Fault::too_many_requests_retry_after(3_600); 4]).await;
+    assert_eq!((reply.status, reply.header("retry-after"), calls), (503, Some("1"), 4));
+    // Retry-After: 0 still waits the jittered backoff: four tries, never faster than 0 waits,
+    // and the caller is told at least 1 s.
+    let (reply, calls, _) = detect_with(&[], vec![Fault::too_many_requests_retry_after(0); 4]).await;
+    assert_eq!((reply.status, reply.header("retry-after"), calls), (503, Some("1"), 4));
+}
