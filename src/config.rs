@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::auth::Callers;
 use crate::breaker::BreakerPolicy;
 use crate::retry::RetryPolicy;
 
@@ -33,7 +34,31 @@ pub const VARIABLES: &[&str] = &[
     "health_cache_s",
     "breaker_failures",
     "breaker_cooldown_ms",
+    "inbound_keys",
+    "inbound_protect_metrics",
 ];
+
+/// Who may call the gateway: read by the components that check callers, and
+/// by nothing else (the key list is a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// Empty: no key needed, every caller is `anonymous` (the private-network default).
+    pub callers: Callers,
+    /// Whether `/metrics` needs a key too.
+    pub protect_metrics: bool,
+}
+
+impl Inbound {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Inbound, String> {
+        let callers = Callers::parse(&get("inbound_keys").unwrap_or_default())?;
+        let protect_metrics = match get("inbound_protect_metrics").unwrap_or_default().trim() {
+            "" | "false" => false,
+            "true" => true,
+            _ => return Err("XIMILAR_INBOUND_PROTECT_METRICS must be true or false".into()),
+        };
+        Ok(Inbound { callers, protect_metrics })
+    }
+}
 
 /// How `/tag` asks Ximilar about an image that `/detect` has not seen.
 #[derive(Debug, Clone, PartialEq, Eq)]

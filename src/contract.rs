@@ -32,11 +32,13 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// For 405: the methods the endpoint accepts.
     pub allow: Option<&'static str>,
+    /// For 401: the `WWW-Authenticate` challenge.
+    pub challenge: Option<&'static str>,
 }
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, code, detail: detail.into(), retry_after: None, allow: None }
+        ApiError { status, code, detail: detail.into(), retry_after: None, allow: None, challenge: None }
     }
 
     pub fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
@@ -51,6 +53,13 @@ impl ApiError {
         ApiError {
             allow: Some(allow),
             ..Self::new(405, "method_not_allowed", format!("method {method} is not allowed; use {allow}"))
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        ApiError {
+            challenge: Some("Bearer"),
+            ..Self::new(401, "unauthorized", "a valid caller key is required: Authorization: Bearer <key>")
         }
     }
 

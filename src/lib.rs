@@ -2,6 +2,7 @@
 //! fashion API. The modules below are pure Rust (no Spin imports) and unit-tested
 //! natively; `runtime` (feature `spin`) is the thin layer that binds them to Spin.
 
+pub mod auth;
 pub mod breaker;
 pub mod cache;
 pub mod client;

@@ -128,9 +128,16 @@ pub fn in_progress_key(handler: &str, method: &str) -> String {
 }
 
 /// Increments recording one answered request: 3 keys.
-pub fn request_increments(handler: &str, method: &str, status: u16, duration: Duration) -> Vec<(String, i64)> {
+pub fn request_increments(
+    handler: &str,
+    method: &str,
+    status: u16,
+    caller: &str,
+    duration: Duration,
+) -> Vec<(String, i64)> {
     let class = status_class(status);
-    let mut out = vec![(series(HTTP_REQUESTS, &[("handler", handler), ("method", method), ("status", &class)]), 1)];
+    let labels = [("handler", handler), ("method", method), ("status", &class), ("caller", caller)];
+    let mut out = vec![(series(HTTP_REQUESTS, &labels), 1)];
     out.extend(observe(HTTP_DURATION, &[("handler", handler), ("method", method)], duration));
     out
 }
@@ -174,9 +181,9 @@ pub fn breaker_rejections_key(endpoint: &str) -> String {
     series(XIMILAR_BREAKER_REJECTIONS, &[("endpoint", endpoint)])
 }
 
-/// Records billed by Ximilar in successful calls of one endpoint.
-pub fn billed_records_key(endpoint: &str) -> String {
-    series(XIMILAR_BILLED_RECORDS, &[("endpoint", endpoint)])
+/// Records billed by Ximilar in successful calls of one endpoint, for one caller.
+pub fn billed_records_key(endpoint: &str, caller: &str) -> String {
+    series(XIMILAR_BILLED_RECORDS, &[("endpoint", endpoint), ("caller", caller)])
 }
 
 /// A stored counter: Spin's SQLite store keeps an 8-byte little-endian i64,
@@ -302,12 +309,12 @@ mod tests {
 
     #[test]
     fn request_recording_touches_three_keys_with_bounded_labels() {
-        let inc = request_increments("detect", "POST", 502, Duration::from_millis(420));
+        let inc = request_increments("detect", "POST", 502, "anonymous", Duration::from_millis(420));
         let keys: Vec<&str> = inc.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
             vec![
-                r#"http_requests_total{handler="detect",method="POST",status="5xx"}"#,
+                r#"http_requests_total{handler="detect",method="POST",status="5xx",caller="anonymous"}"#,
                 r#"http_request_duration_seconds_bucket{handler="detect",method="POST",le="0.5"}"#,
                 r#"http_request_duration_seconds_sum_us{handler="detect",method="POST"}"#,
             ]
@@ -319,7 +326,7 @@ mod tests {
     fn histogram_renders_cumulative_buckets_with_inf_equal_to_count() {
         let mut inc = Vec::new();
         for ms in [3, 40, 40, 250, 420, 60_000] {
-            inc.extend(request_increments("tag", "POST", 200, Duration::from_millis(ms)));
+            inc.extend(request_increments("tag", "POST", 200, "orch", Duration::from_millis(ms)));
         }
         let text = render(&store(inc));
         let bucket = |le: &str| -> i64 {
@@ -338,7 +345,9 @@ mod tests {
         assert_eq!(bucket("+Inf"), 6);
         assert!(text.contains("http_request_duration_seconds_count{handler=\"tag\",method=\"POST\"} 6\n"));
         assert!(text.contains("http_request_duration_seconds_sum{handler=\"tag\",method=\"POST\"} 60.753\n"));
-        assert!(text.contains("http_requests_total{handler=\"tag\",method=\"POST\",status=\"2xx\"} 6\n"));
+        assert!(
+            text.contains("http_requests_total{handler=\"tag\",method=\"POST\",status=\"2xx\",caller=\"orch\"} 6\n")
+        );
     }
 
     #[test]

@@ -42,7 +42,9 @@ fn metrics_component_has_no_token_and_no_outbound_host() {
     let m = manifest();
     let metrics = component(&m, "metrics");
     assert!(metrics.get("allowed_outbound_hosts").is_none());
-    assert!(variables_of(metrics).is_empty());
+    // Only what checking a caller's key needs: no token, no Ximilar setting.
+    let expected: BTreeSet<String> = ["inbound_keys", "inbound_protect_metrics"].map(String::from).into();
+    assert_eq!(variables_of(metrics), expected);
     assert_eq!(metrics["key_value_stores"].as_array().unwrap(), &vec![Value::from("metrics")]);
 }
 
@@ -59,6 +61,15 @@ fn only_ximilar_callers_get_the_token_and_host_and_only_search_the_collection() 
     assert_eq!(token["required"].as_bool(), Some(true));
     assert_eq!(token["secret"].as_bool(), Some(true));
     assert_eq!(m["variables"]["collection_id"]["secret"].as_bool(), Some(true));
+}
+
+#[test]
+fn only_the_components_that_check_callers_see_the_key_list() {
+    let m = manifest();
+    assert_eq!(m["variables"]["inbound_keys"]["secret"].as_bool(), Some(true));
+    for (name, sees) in [("detect", true), ("tag", true), ("search", true), ("metrics", true), ("health", false)] {
+        assert_eq!(variables_of(component(&m, name)).contains("inbound_keys"), sees, "{name}");
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ use super::config;
 use super::endpoint::CacheOutcome;
 use super::stores::{now_ms, Cache, Counters};
 use super::upstream::{SpinClock, SpinTransport};
+use crate::auth::{self, Caller, ANONYMOUS};
 use crate::cache;
 use crate::client::{self, CallLog, Clock};
 use crate::config::Config;
@@ -55,6 +56,8 @@ pub struct Context {
     pub cache_outcome: CacheOutcome,
     /// Answered by another request's identical call (counted in `gateway_coalesced_total`).
     pub coalesced: bool,
+    /// Who is calling, when inbound keys are configured.
+    pub caller: Option<Caller>,
     cache: Cache,
     /// When the Ximilar calls of this request must be done by (set with the configuration).
     deadline: Option<Duration>,
@@ -70,6 +73,7 @@ impl Context {
             calls: CallLog::default(),
             cache_outcome: CacheOutcome::NotUsed,
             coalesced: false,
+            caller: None,
             cache: Cache::disabled(),
             deadline: None,
         }
@@ -84,6 +88,11 @@ impl Context {
         }
         self.deadline.get_or_insert(self.clock.now() + config.timeout);
         Ok(config)
+    }
+
+    /// The caller's name for logs and labels: a configured name, or `anonymous`.
+    pub fn caller_name(&self) -> &str {
+        self.caller.as_ref().map_or(ANONYMOUS, |c| c.name.as_str())
     }
 
     /// Opens the cache with `ttl` (zero leaves it off).
@@ -180,14 +189,31 @@ impl Context {
     pub async fn ximilar(&mut self, request: &UpstreamRequest) -> Result<Map<String, Value>, ApiError> {
         let config = self.config().await?;
         let deadline = self.deadline.expect("set by config()");
+        // A caller's daily budget counts every try it causes; cache hits and waiting on
+        // another's identical call cost nothing.
+        let budget = self.caller.as_ref().and_then(|c| Some((auth::budget_key(&c.name, now_ms()), c.budget?)));
+        if let Some((key, allowed)) = &budget {
+            if self.counters.get_number(key).unwrap_or(0) >= *allowed as i64 {
+                return Err(ApiError::new(
+                    429,
+                    "budget_exhausted",
+                    "this caller's daily budget of Ximilar calls is spent",
+                )
+                .with_retry_after(auth::seconds_until_midnight(now_ms())));
+            }
+        }
         let gate = match config.breaker.enabled() {
             true => Some(breaker::admit(&mut self.counters, &config.breaker, request.endpoint)?),
             false => None,
         };
         let first_try = self.calls.attempts.len();
         let result = client::call(&SpinTransport, &self.clock, &config.retry, deadline, request, &mut self.calls).await;
+        let tries = &self.calls.attempts[first_try..];
+        if let Some((key, _)) = &budget {
+            self.counters.add(key, tries.len() as i64);
+        }
         if let Some(pass) = gate {
-            breaker::settle(&mut self.counters, &config.breaker, pass, &self.calls.attempts[first_try..]);
+            breaker::settle(&mut self.counters, &config.breaker, pass, tries);
         }
         let response = result.map_err(|e| UpstreamError::from(e).to_api_error())?;
         if let Some(error) = UpstreamError::from_answer(response.status, &response.body) {

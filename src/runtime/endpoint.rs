@@ -16,8 +16,21 @@ pub trait Endpoint {
     const METHOD: &'static str;
     /// Whether `http_requests_in_progress` counts it (`/metrics` would always read 1).
     const COUNTED_IN_FLIGHT: bool = true;
+    /// When it needs a caller key (once `XIMILAR_INBOUND_KEYS` is set).
+    const GUARD: Guard = Guard::Always;
 
     async fn answer(ctx: &mut Context) -> Result<Answer, ApiError>;
+}
+
+/// When an endpoint needs `Authorization: Bearer <key>`, once keys are configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The endpoints that spend credits.
+    Always,
+    /// `/metrics`: only with `XIMILAR_INBOUND_PROTECT_METRICS=true`.
+    WhenMetricsProtected,
+    /// `/health`: probes must work without a key.
+    Never,
 }
 
 /// A successful answer, before the pipeline adds its headers.

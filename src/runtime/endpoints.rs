@@ -3,7 +3,7 @@
 
 use super::breaker;
 use super::context::{Context, Found};
-use super::endpoint::{Answer, Endpoint};
+use super::endpoint::{Answer, Endpoint, Guard};
 use crate::breaker::State;
 use crate::cache;
 use crate::config::{Config, TagMode};
@@ -99,6 +99,7 @@ impl Endpoint for Search {
 impl Endpoint for Health {
     const NAME: &'static str = "health";
     const METHOD: &'static str = "GET";
+    const GUARD: Guard = Guard::Never;
 
     async fn answer(ctx: &mut Context) -> Result<Answer, ApiError> {
         let config = ctx.config().await?;
@@ -143,6 +144,7 @@ impl Endpoint for Metrics {
     const NAME: &'static str = "metrics";
     const METHOD: &'static str = "GET";
     const COUNTED_IN_FLIGHT: bool = false;
+    const GUARD: Guard = Guard::WhenMetricsProtected;
 
     async fn answer(ctx: &mut Context) -> Result<Answer, ApiError> {
         let entries = ctx

@@ -6,10 +6,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use spin_sdk::http::{FullBody, Request};
 
+use super::config;
 use super::context::Context;
-use super::endpoint::{Answer, CacheOutcome, Endpoint};
+use super::endpoint::{Answer, CacheOutcome, Endpoint, Guard};
 use super::stores::Counters;
 use super::upstream::SpinClock;
+use crate::auth::Caller;
 use crate::client::{Clock, Outcome};
 use crate::contract::{ApiError, MAX_BODY_BYTES};
 use crate::metrics;
@@ -23,7 +25,7 @@ pub async fn serve<E: Endpoint>(request: Request) -> Response {
         ctx.counters.add(&metrics::in_progress_key(E::NAME, method), 1);
     }
 
-    let answer = match accept::<E>(request).await {
+    let answer = match accept::<E>(request, &mut ctx).await {
         Ok(body) => {
             ctx.body = body;
             E::answer(&mut ctx).await
@@ -39,15 +41,29 @@ pub async fn serve<E: Endpoint>(request: Request) -> Response {
     respond(answer, ctx.cache_outcome, &ctx.request_id)
 }
 
-/// The method check and the bounded body read, before the endpoint runs.
-async fn accept<E: Endpoint>(request: Request) -> Result<Bytes, ApiError> {
+/// The method check, the caller's key and the bounded body read, before the endpoint runs.
+async fn accept<E: Endpoint>(request: Request, ctx: &mut Context) -> Result<Bytes, ApiError> {
     if request.method().as_str() != E::METHOD {
         return Err(ApiError::method_not_allowed(request.method().as_str(), E::METHOD));
+    }
+    if E::GUARD != Guard::Never {
+        ctx.caller = authenticate(E::GUARD, request.headers()).await?;
     }
     match E::METHOD {
         "POST" => read_body(request).await,
         _ => Ok(Bytes::new()),
     }
+}
+
+/// The configured caller whose key the request carries; `None` (anonymous)
+/// while no keys are configured or the endpoint does not need one.
+async fn authenticate(guard: Guard, headers: &http::HeaderMap) -> Result<Option<Caller>, ApiError> {
+    let inbound = config::inbound().await.map_err(|why| ApiError::new(500, "config_error", why))?;
+    if inbound.callers.is_empty() || (guard == Guard::WhenMetricsProtected && !inbound.protect_metrics) {
+        return Ok(None);
+    }
+    let authorization = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    inbound.callers.authenticate(authorization).cloned().map(Some).ok_or_else(ApiError::unauthorized)
 }
 
 /// Reads the body, refusing more than [`MAX_BODY_BYTES`] (by its declared
@@ -72,13 +88,14 @@ async fn read_body(request: Request) -> Result<Bytes, ApiError> {
 /// the cache outcome, and the in-flight gauge back down.
 fn record<E: Endpoint>(ctx: &mut Context, method: &str, status: u16) {
     let elapsed = ctx.clock.now();
+    let caller = ctx.caller_name().to_string();
     let counters = &mut ctx.counters;
-    counters.add_all(metrics::request_increments(E::NAME, method, status, elapsed));
+    counters.add_all(metrics::request_increments(E::NAME, method, status, &caller, elapsed));
     for (endpoint, attempt) in &ctx.calls.attempts {
         counters.add_all(metrics::upstream_increments(endpoint.label(), &attempt.outcome.label(), attempt.duration));
         // Every call carries one image record; Ximilar bills the ones it answers.
         if endpoint.is_billed() && matches!(attempt.outcome, Outcome::Status(200..=299)) {
-            counters.add(&metrics::billed_records_key(endpoint.label()), 1);
+            counters.add(&metrics::billed_records_key(endpoint.label(), &caller), 1);
         }
     }
     for (endpoint, reason) in &ctx.calls.retries {
@@ -114,6 +131,9 @@ fn respond(answer: Result<Answer, ApiError>, cache: CacheOutcome, request_id: &s
             }
             if let Some(allow) = error.allow {
                 builder = builder.header("allow", allow);
+            }
+            if let Some(challenge) = error.challenge {
+                builder = builder.header("www-authenticate", challenge);
             }
             error.body()
         }
@@ -160,6 +180,7 @@ fn log_line(handler: &str, method: &str, status: u16, code: Option<&str>, ctx: &
         "upstream_calls": ctx.calls.attempts.len(),
         "retries": ctx.calls.retries.len(),
         "cache": ctx.cache_outcome.label(),
+        "caller": ctx.caller_name(),
         "metrics_errors": ctx.counters.errors,
         "cache_errors": ctx.cache_errors(),
         "request_id": ctx.request_id,

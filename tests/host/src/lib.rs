@@ -22,7 +22,7 @@ pub mod variables;
 pub use audit::audit_component_imports;
 pub use kv::{KvBackend, KvHandle};
 pub use outbound::DeniedCall;
-pub use server::{start_app, AppOptions, InstanceReuse, RunningApp};
+pub use server::{start_app, AppOptions, InstanceReuse, RunningApp, ShiftedWallClock};
 
 /// The workspace root (`tests/host/../..`), for tests that locate manifests and wasm.
 pub fn workspace_root() -> std::path::PathBuf {

@@ -69,6 +69,35 @@ pub struct AppOptions {
     /// How long a key-value call may wait for a store's lock before the model reports the
     /// deadlock Spin would hang in.
     pub kv_lock_limit: Duration,
+    /// Added to the wall clock the components see (`RunningApp::advance_wall_clock`), for
+    /// tests of what happens tomorrow; the host's own clocks are unaffected.
+    pub wall_clock_offset: Arc<ShiftedWallClock>,
+}
+
+/// The real wall clock plus an offset tests may move forward.
+#[derive(Debug, Default)]
+pub struct ShiftedWallClock {
+    offset_ms: std::sync::atomic::AtomicU64,
+}
+
+impl ShiftedWallClock {
+    pub fn advance(&self, by: Duration) {
+        self.offset_ms.fetch_add(by.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What one instance's WASI context reads the time from.
+struct InstanceWallClock(Arc<ShiftedWallClock>);
+
+impl wasmtime_wasi::HostWallClock for InstanceWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        real + Duration::from_millis(self.0.offset_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// Spin's WASIp3 instance-reuse knobs (`spin up --max-instance-reuse-count` etc.).
@@ -98,6 +127,7 @@ impl Default for AppOptions {
             reuse: InstanceReuse::default(),
             kv_backend: KvBackend::from_env(),
             kv_lock_limit: LOCK_WAIT_LIMIT,
+            wall_clock_offset: Arc::default(),
         }
     }
 }
@@ -139,6 +169,11 @@ impl RunningApp {
     /// The refused requests themselves (component and URL).
     pub fn denied(&self) -> Vec<DeniedCall> {
         self.app.ledger.denied()
+    }
+
+    /// Moves the wall clock the components see forward (they sleep on the monotonic clock).
+    pub fn advance_wall_clock(&self, by: Duration) {
+        self.app.wall_clock.advance(by);
     }
 
     /// A key-value store by label (`default` or a runtime-config label).
@@ -227,6 +262,7 @@ struct App {
     logs: Arc<LogSink>,
     errors: Arc<Mutex<Vec<String>>>,
     variables: HashMap<String, String>,
+    wall_clock: Arc<ShiftedWallClock>,
 }
 
 /// Loads the manifest and runtime config, resolves variables, compiles the components and
@@ -306,6 +342,7 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
             logs: logs.clone(),
             errors: errors.clone(),
             reuse: opts.reuse,
+            wall_clock: opts.wall_clock_offset.clone(),
         };
         components.insert(id.to_string(), ProxyHandler::new(host, ProxyPre::P3(service)));
     }
@@ -323,6 +360,7 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
         logs,
         errors,
         variables: app_values,
+        wall_clock: opts.wall_clock_offset.clone(),
     });
 
     let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -358,6 +396,7 @@ struct ComponentHost {
     logs: Arc<LogSink>,
     errors: Arc<Mutex<Vec<String>>>,
     reuse: InstanceReuse,
+    wall_clock: Arc<ShiftedWallClock>,
 }
 
 /// The data of one wasmtime `Store` (one instance, possibly serving many requests).
@@ -389,6 +428,7 @@ impl HandlerState for ComponentHost {
         let mut wasi = WasiCtxBuilder::new();
         let output = |stream| CapturedOutput { sink: self.logs.clone(), component: self.id.clone(), stream };
         wasi.stdout(output(Stream::Stdout)).stderr(output(Stream::Stderr));
+        wasi.wall_clock(InstanceWallClock(self.wall_clock.clone()));
         for (k, v) in &self.environment {
             wasi.env(k, v);
         }

@@ -204,12 +204,18 @@ async fn credits_are_gauges_and_billed_records_are_counted() {
     // The mock charges one credit per record it analysed: 1 detect, 1 search, 1 tag (after a 503).
     assert_eq!(metric(&gw, "ximilar_credits_used").await, Some(3.0));
     assert_eq!(metric(&gw, "ximilar_credits_limit").await, Some(100_000.0));
-    assert_eq!(metric(&gw, r#"ximilar_billed_records_total{endpoint="detect_tags"}"#).await, Some(1.0));
-    assert_eq!(metric(&gw, r#"ximilar_billed_records_total{endpoint="visual_knn"}"#).await, Some(1.0));
     assert_eq!(
-        metric(&gw, r#"ximilar_billed_records_total{endpoint="tags"}"#).await,
+        metric(&gw, r#"ximilar_billed_records_total{endpoint="detect_tags",caller="anonymous"}"#).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&gw, r#"ximilar_billed_records_total{endpoint="visual_knn",caller="anonymous"}"#).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&gw, r#"ximilar_billed_records_total{endpoint="tags",caller="anonymous"}"#).await,
         Some(1.0),
         "the 503 is not billed"
     );
-    assert_eq!(metric(&gw, r#"ximilar_billed_records_total{endpoint="account"}"#).await, None);
+    assert_eq!(metric(&gw, r#"ximilar_billed_records_total{endpoint="account",caller="anonymous"}"#).await, None);
 }

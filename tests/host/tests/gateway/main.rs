@@ -4,6 +4,7 @@
 
 mod common;
 
+mod auth;
 mod cache;
 mod coalescing;
 mod concurrency;

@@ -28,7 +28,7 @@ async fn scrape(gw: &Gateway) -> (String, BTreeMap<String, f64>) {
     (text, parsed)
 }
 
-const DETECT_2XX: &str = r#"http_requests_total{handler="detect",method="POST",status="2xx"}"#;
+const DETECT_2XX: &str = r#"http_requests_total{handler="detect",method="POST",status="2xx",caller="anonymous"}"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_counts_add_up_across_concurrent_requests() {
@@ -94,7 +94,7 @@ async fn retries_errors_and_cache_are_counted() {
     assert_eq!(m[r#"gateway_cache_misses_total{handler="detect"}"#], 1.0);
     assert_eq!(m[r#"gateway_cache_hits_total{handler="detect"}"#], 1.0);
     assert_eq!(m[DETECT_2XX], 2.0);
-    assert_eq!(m[r#"http_requests_total{handler="detect",method="POST",status="4xx"}"#], 1.0);
+    assert_eq!(m[r#"http_requests_total{handler="detect",method="POST",status="4xx",caller="anonymous"}"#], 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,7 +117,7 @@ async fn label_values_are_bounded_and_hold_no_url_or_secret() {
         assert!(!text.contains(forbidden), "{forbidden} in /metrics");
     }
     assert!(
-        m.contains_key(r#"http_requests_total{handler="tag",method="other",status="4xx"}"#),
+        m.contains_key(r#"http_requests_total{handler="tag",method="other",status="4xx",caller="anonymous"}"#),
         "unknown methods are 'other'"
     );
     let families = [
@@ -126,6 +126,7 @@ async fn label_values_are_bounded_and_hold_no_url_or_secret() {
         "http_requests_in_progress",
         "ximilar_",
         "gateway_cache_",
+        "gateway_coalesced_",
     ];
     for series in m.keys() {
         assert!(families.iter().any(|f| series.starts_with(f)), "unexpected series {series}");
