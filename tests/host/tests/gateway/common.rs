@@ -86,7 +86,12 @@ pub async fn gateway_on_store(vars: &[(&str, &str)], dir: &std::path::Path) -> G
     let text =
         "[key_value_store.cache]\ntype = \"spin\"\npath = \"cache.db\"\n[key_value_store.metrics]\ntype = \"spin\"\n";
     std::fs::write(&runtime_config, text).expect("write the runtime config");
-    gateway_with(vars, |opts| opts.runtime_config = Some(runtime_config)).await
+    gateway_with(vars, |opts| {
+        opts.runtime_config = Some(runtime_config);
+        // Sharing a file between apps needs the SQLite model, whatever SPIN_TEST_HOST_KV says.
+        opts.kv_backend = spin_test_host::KvBackend::Spin;
+    })
+    .await
 }
 
 /// [`gateway`], with the host's options adjusted by `tune` before it starts.
