@@ -65,7 +65,9 @@ cargo test --release --workspace --exclude detect --exclude tag --exclude search
 step "end-to-end tests again on the test host's plain in-memory key-value stores"
 # The run above used its model of Spin's SQLite store (locks, blocking calls); the
 # gateway must behave the same on a store without them (Redis is closer to this).
-run env SPIN_TEST_HOST_KV=map cargo test --release -p spin-test-host --test gateway
+# (Same package selection as above, so cargo reuses that build instead of re-resolving features.)
+run env SPIN_TEST_HOST_KV=map cargo test --release --workspace --exclude detect --exclude tag --exclude search \
+    --exclude health --exclude metrics --exclude forwarder --test gateway
 
 step "promtool check metrics (a real scrape from the end-to-end tests)"
 if have promtool; then
