@@ -16,7 +16,7 @@ use super::stores::{now_ms, Cache, Counters};
 use super::upstream::{SpinClock, SpinTransport};
 use crate::auth::{self, Caller, ANONYMOUS};
 use crate::cache;
-use crate::client::{self, CallLog, Clock};
+use crate::client::{self, CallLog, Clock, UpstreamResponse};
 use crate::config::Config;
 use crate::contract::ApiError;
 use crate::retry::RetryPolicy;
@@ -215,11 +215,7 @@ impl Context {
         if let Some(pass) = gate {
             breaker::settle(&mut self.counters, &config.breaker, pass, tries);
         }
-        let response = result.map_err(|e| UpstreamError::from(e).to_api_error())?;
-        if let Some(error) = UpstreamError::from_answer(response.status, &response.body) {
-            return Err(error.to_api_error());
-        }
-        ximilar::parse_envelope(&response.body).map_err(|e| e.to_api_error())
+        result.map_err(UpstreamError::from).and_then(|r| envelope(&r)).map_err(|e| e.to_api_error())
     }
 
     /// One try of `request` within `timeout`, no retries: the health probe. Returns the envelope.
@@ -232,9 +228,14 @@ impl Context {
         let policy = RetryPolicy { max_retries: 0, attempt_timeout: timeout, ..retry.clone() };
         let deadline = self.clock.now() + timeout;
         let response = client::call(&SpinTransport, &self.clock, &policy, deadline, request, &mut self.calls).await?;
-        if let Some(error) = UpstreamError::from_answer(response.status, &response.body) {
-            return Err(error);
-        }
-        ximilar::parse_envelope(&response.body)
+        envelope(&response)
     }
+}
+
+/// The checked JSON envelope of an answer the retry loop handed back, or what is wrong with it.
+fn envelope(response: &UpstreamResponse) -> Result<Map<String, Value>, UpstreamError> {
+    if let Some(error) = UpstreamError::from_answer(response.status, &response.body) {
+        return Err(error);
+    }
+    ximilar::parse_envelope(&response.body)
 }

@@ -62,11 +62,9 @@ impl Counters {
         }
     }
 
+    /// An atomic increment whose new value is not needed.
     pub fn add(&mut self, key: &str, delta: i64) {
-        let ok = self.bucket.as_ref().is_some_and(|b| atomics::increment(b, key, delta).is_ok());
-        if !ok {
-            self.errors += 1;
-        }
+        let _ = self.increment(key, delta);
     }
 
     pub fn add_all(&mut self, increments: impl IntoIterator<Item = (String, i64)>) {
