@@ -204,17 +204,22 @@ fn parse_http_trigger(entry: &toml::Table) -> Result<HttpTrigger> {
     Ok(HttpTrigger { route, component })
 }
 
-/// Spin's rule for variable names: lower-case ASCII letters, digits and single underscores,
-/// starting with a letter.
+/// Spin's rule for variable names: words of lower-case ASCII letters and digits joined by
+/// single underscores, every word starting with a letter (`image_host_1` is refused, as
+/// Spin 4.0.2 refuses it when it parses the manifest).
 pub fn validate_variable_name(name: &str) -> Result<()> {
-    let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !name.contains("__")
-        && !name.ends_with('_');
+    let ok = !name.is_empty()
+        && name.split('_').all(|word| {
+            word.starts_with(|c: char| c.is_ascii_lowercase())
+                && word.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
     if ok {
         Ok(())
     } else {
-        bail!("invalid variable name {name:?}: use lower-case letters, digits and single underscores, starting with a letter")
+        bail!(
+            "invalid variable name {name:?}: use words of lower-case letters and digits, each starting with a \
+             letter, joined by single underscores"
+        )
     }
 }
 
@@ -267,6 +272,9 @@ url = "{{ api_url }}/x"
         assert!(validate_variable_name("Api").is_err());
         assert!(validate_variable_name("a__b").is_err());
         assert!(validate_variable_name("api_url2").is_ok());
+        assert!(validate_variable_name("image_host_1").is_err(), "a word must start with a letter");
+        assert!(validate_variable_name("image_host_a").is_ok());
+        assert!(validate_variable_name("_a").is_err() && validate_variable_name("a_").is_err());
     }
 
     #[test]
