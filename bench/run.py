@@ -28,6 +28,10 @@ Default mode (the test host, one run, everything against `spin-test-host mock`):
        metrics increments and log line, no Ximilar call) and GET /metrics: what the per-request
        recording costs. Every run also reports the CPU time per request of the test host, the
        mock and wrk (from /proc and getrusage), steadier than req/s on a shared machine.
+    f  coalescing: bursts of 20 identical /detect at once; one upstream call per burst
+    g  crop mode's image step: /search of new boxes in a 12 MP JPEG from the loopback image
+       host (`spin-test-host images`), one at a time, crop mode on vs off; the download and
+       the decode + crop + encode times the component logs (image_ms, crop_ms)
 
   Every measurement is a fresh mock (and host) warmed up for --warmup seconds, then measured
   for --duration seconds; rounds interleave the targets and the table quotes medians.
@@ -48,7 +52,8 @@ Already-running gateway (e.g. a real `spin up`):
   measures POST /detect on the gateway (unique URLs, so every request is a miss whatever the
   cache setting), the forwarder and the mock if given, the same overhead checks, and, unless
   --no-cache-check, a hit-vs-miss run on the gateway. Only loopback URLs are accepted unless
-  --allow-non-loopback.
+  --allow-non-loopback. With --image-host-url it runs only scenario g against a gateway started
+  in crop mode (XIMILAR_SEARCH_CROP=true, XIMILAR_IMAGE_HOST_A=<that URL>).
 
 Output: a table on stdout and a JSON file under bench/results/ (or --out).
 Exit status: 0 when the benchmark ran (targets missed or not; --strict makes a missed target
@@ -77,6 +82,7 @@ from gwbench.scenarios import (  # noqa: E402
     run_base_url,
     scenario_cache,
     scenario_coalescing,
+    scenario_crop,
     scenario_fastpath,
     scenario_overhead,
 )
@@ -85,7 +91,7 @@ from gwbench.scenarios import (  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 round, 2 s per target (CI; not for numbers)")
-    ap.add_argument("--scenarios", default="a,b,c,d,e,f", help="subset of a,b,c,d,e,f (default all)")
+    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g", help="subset of a,b,c,d,e,f,g (default all)")
     ap.add_argument("--runtime-configs", default="default",
                     help=f"comma-separated runtime configs to measure the gateway with in a, b and e: "
                          f"{', '.join(RUNTIME_CONFIGS)} (default: default, the repository's runtime-config.toml)")
@@ -108,6 +114,8 @@ def main() -> int:
     ext.add_argument("--connections", type=int, default=64, help="connections in --base-url mode (default 64)")
     ext.add_argument("--upstream-latency-ms", type=int, help="the mock's latency, for the report only")
     ext.add_argument("--no-cache-check", action="store_true", help="skip the hit-vs-miss run in --base-url mode")
+    ext.add_argument("--image-host-url", help="run only scenario g (crop step) against the gateway, which must be in "
+                                             "crop mode with this image host (spin-test-host images) allowed")
     ext.add_argument("--allow-non-loopback", action="store_true", help="accept URLs that are not 127.0.0.1/localhost")
     cfg = ap.parse_args()
 
@@ -121,8 +129,8 @@ def main() -> int:
         if getattr(cfg, k) is None:
             setattr(cfg, k, v)
     scenarios = [s.strip() for s in cfg.scenarios.split(",") if s.strip()]
-    if any(s not in "abcdef" for s in scenarios):
-        die(f"--scenarios: expected a subset of a,b,c,d,e,f, got {cfg.scenarios}")
+    if any(s not in "abcdefg" for s in scenarios):
+        die(f"--scenarios: expected a subset of a,b,c,d,e,f,g, got {cfg.scenarios}")
     cfg.runtime_configs = [r.strip() for r in cfg.runtime_configs.split(",") if r.strip()]
     for rc in cfg.runtime_configs:
         runtime_config_text(rc)  # dies on an unknown name
@@ -164,6 +172,8 @@ def main() -> int:
                 results.append(scenario_fastpath(cfg, host, 16))
             if "f" in scenarios:
                 results.append(scenario_coalescing(cfg, host, 20, 50))
+            if "g" in scenarios:
+                results.append(scenario_crop(cfg, host))
         ok = True
     except KeyboardInterrupt:
         log("interrupted")

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TagMode};
-use crate::urls::ImageUrl;
+use crate::urls::{self, ImageUrl};
 
 /// How many store keys the cache may use. At a few KiB an entry (a detection
 /// with every garment's tags), the store stays within some tens of MiB.
@@ -70,16 +70,35 @@ pub fn tag_key(config: &Config, url: &ImageUrl) -> String {
     format!("tag:{fp}:{}", url.cache_key())
 }
 
-/// `/search`, keyed by the request Ximilar is sent: the source image (a crop's
-/// box never leaves the gateway, so every crop of a photo is one billed
-/// search), `k`, and the category only where a filter field sends it.
-pub fn search_key(config: &Config, source: &ImageUrl, category: Option<&str>, top_k: u32) -> String {
+/// `/search`, keyed by the request Ximilar is sent: the image it is asked
+/// about, `k`, and the category only where a filter field sends it. That image
+/// is the source photo (every crop of a photo is then one billed search), or in
+/// crop mode the `crop_url` itself, whose box and margin decide what is sent.
+pub fn search_key(config: &Config, query: &ImageUrl, category: Option<&str>, top_k: u32) -> String {
     let fields = config.search_fields.join(",");
     let filter_field = config.search_filter_field.as_deref().unwrap_or("");
-    let fp = fingerprint(&[&config.api_url, &config.search_path, &config.collection_id, &fields, filter_field]);
+    let mut parts = vec![config.api_url.as_str(), &config.search_path, &config.collection_id, &fields, filter_field];
+    // Crop mode's settings change the bytes sent; without it the keys stay as they were.
+    let (settings, image) = match (&config.search_crop, query.crop()) {
+        (Some(crop), Some(b)) => (
+            format!("crop:{}:{}:{}", crop.limits.margin_pct, crop.limits.max_side, crop.limits.quality),
+            // The box as numbers: `pixel:10,20,...` and `10,20,...` are one crop.
+            format!("{}#xywh={},{},{},{}", source_key(query), b.x, b.y, b.w, b.h),
+        ),
+        // The source photo is what Ximilar gets, so every crop of it shares the key.
+        _ => (String::new(), source_key(query)),
+    };
+    if !settings.is_empty() {
+        parts.push(&settings);
+    }
+    let fp = fingerprint(&parts);
     // The category's length makes the key unambiguous whatever it contains.
     let category = if filter_field.is_empty() { "" } else { category.unwrap_or("") };
-    format!("search:{fp}:{top_k}:{}:{category}:{}", category.len(), source.cache_key())
+    format!("search:{fp}:{top_k}:{}:{category}:{image}", category.len())
+}
+
+fn source_key(url: &ImageUrl) -> String {
+    urls::parse_image_url(url.source()).expect("the source of a valid URL is valid").cache_key()
 }
 
 /// The health probe's verdict, for the token and host it was probed with.
@@ -222,6 +241,37 @@ mod tests {
         assert_eq!(detect_key(&base, &u), detect_key(&changed(&[("search_path", "/s2")]), &u));
         // The collection id never appears in a key.
         assert!(!search_key(&base, &u, None, 5).contains("col-A"));
+    }
+
+    #[test]
+    fn in_crop_mode_each_box_is_its_own_search() {
+        let off = config(&[("collection_id", "c")]);
+        let on = config(&[("collection_id", "c"), ("search_crop", "true"), ("image_host_a", "https://a.example")]);
+        let photo = url("https://a.example/x.jpg");
+        let jacket = url("https://a.example/x.jpg#xywh=10,20,300,400");
+        let shoes = url("https://a.example/x.jpg#xywh=50,900,200,100");
+        assert_eq!(search_key(&off, &jacket, None, 5), search_key(&off, &shoes, None, 5), "off: one search per photo");
+        assert_eq!(search_key(&off, &jacket, None, 5), search_key(&off, &photo, None, 5));
+        assert_ne!(search_key(&on, &jacket, None, 5), search_key(&on, &shoes, None, 5), "on: one per box");
+        assert_eq!(
+            search_key(&on, &photo, None, 5),
+            search_key(&off, &photo, None, 5),
+            "no box: the photo's URL, as before"
+        );
+        assert_ne!(search_key(&on, &jacket, None, 5), search_key(&off, &jacket, None, 5));
+        let same_box = url("https://A.example:443/x.jpg#xywh=pixel:10,20,300,400");
+        assert_eq!(search_key(&on, &jacket, None, 5), search_key(&on, &same_box, None, 5));
+        let wider = config(&[
+            ("collection_id", "c"),
+            ("search_crop", "true"),
+            ("image_host_a", "https://a.example"),
+            ("search_crop_margin_pct", "20"),
+        ]);
+        assert_ne!(
+            search_key(&on, &jacket, None, 5),
+            search_key(&wider, &jacket, None, 5),
+            "the margin changes the bytes"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use crate::auth::Callers;
 use crate::breaker::BreakerPolicy;
+use crate::crop::CropLimits;
+use crate::image_hosts::ImageHosts;
 use crate::retry::RetryPolicy;
 
 /// Every variable any component may read. A component sees only those its
@@ -36,7 +38,18 @@ pub const VARIABLES: &[&str] = &[
     "breaker_cooldown_ms",
     "inbound_keys",
     "inbound_protect_metrics",
+    "search_crop",
+    "search_crop_margin_pct",
+    "image_host_a",
+    "image_host_b",
+    "image_host_c",
+    "image_max_bytes",
+    "image_max_pixels",
 ];
+
+/// The variables naming the image hosts crop mode may fetch from (spin.toml
+/// grants the search component the same values as outbound hosts).
+pub const IMAGE_HOST_VARIABLES: [&str; 3] = ["image_host_a", "image_host_b", "image_host_c"];
 
 /// Who may call the gateway: read by the components that check callers, and
 /// by nothing else (the key list is a secret).
@@ -69,6 +82,22 @@ pub enum TagMode {
     Classify { task_id: String },
 }
 
+/// Crop mode of `/search` (`XIMILAR_SEARCH_CROP=true`): a `crop_url`'s box is cut
+/// out of the source image by the gateway and sent to Ximilar as `_base64`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchCrop {
+    /// Where source images may be fetched from; never empty.
+    pub hosts: ImageHosts,
+    /// Largest download, in bytes.
+    pub max_bytes: u64,
+    pub limits: CropLimits,
+}
+
+/// Longest side of a crop sent to Ximilar: above what its models look at
+/// (they work on images of about 512 to 600 px), well below a photo's size.
+pub const CROP_MAX_SIDE: u32 = 1024;
+pub const CROP_JPEG_QUALITY: u8 = 90;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub api_token: String,
@@ -91,6 +120,8 @@ pub struct Config {
     pub health_timeout: Duration,
     pub health_cache: Duration,
     pub breaker: BreakerPolicy,
+    /// `None`: `/search` sends the source image's URL, as it always has.
+    pub search_crop: Option<SearchCrop>,
 }
 
 impl Config {
@@ -154,6 +185,42 @@ impl Config {
             probe_lease: timeout,
         };
 
+        // Spin grants these as outbound hosts: an empty value is an invalid grant, and Spin then
+        // refuses every outbound call of the component, Ximilar's too. Say so instead.
+        for name in IMAGE_HOST_VARIABLES {
+            if get(name).is_some_and(|v| v.trim().is_empty()) {
+                return Err(format!(
+                    "XIMILAR_{} is set but empty, which Spin reads as an invalid outbound host: unset it or give an origin",
+                    name.to_ascii_uppercase()
+                ));
+            }
+        }
+        let search_crop = match text("search_crop", "false").as_str() {
+            "false" => None,
+            "true" => {
+                let hosts =
+                    ImageHosts::parse(IMAGE_HOST_VARIABLES.iter().map(|name| {
+                        (format!("XIMILAR_{}", name.to_ascii_uppercase()), get(name).unwrap_or_default())
+                    }))?;
+                if hosts.is_empty() {
+                    return Err(
+                        "XIMILAR_SEARCH_CROP=true needs an image host in XIMILAR_IMAGE_HOST_A (or _B, _C)".into()
+                    );
+                }
+                Some(SearchCrop {
+                    hosts,
+                    max_bytes: number("image_max_bytes", 15_000_000, 100_000_000)?.max(1),
+                    limits: CropLimits {
+                        max_pixels: number("image_max_pixels", 50_000_000, 200_000_000)?.max(1),
+                        max_side: CROP_MAX_SIDE,
+                        margin_pct: number("search_crop_margin_pct", 5, 100)? as u32,
+                        quality: CROP_JPEG_QUALITY,
+                    },
+                })
+            }
+            _ => return Err("XIMILAR_SEARCH_CROP must be true or false".into()),
+        };
+
         Ok(Config {
             api_token: text("api_token", ""),
             api_url,
@@ -172,6 +239,7 @@ impl Config {
             health_timeout: Duration::from_millis(number("health_timeout_ms", 3_000, 60_000)?.max(1)),
             health_cache: Duration::from_secs(number("health_cache_s", 5, 3_600)?),
             breaker,
+            search_crop,
         })
     }
 }
@@ -244,6 +312,44 @@ mod tests {
             let why = config(&[(name, value)]).unwrap_err();
             assert!(why.contains(&format!("XIMILAR_{}", name.to_ascii_uppercase())) && !why.contains(value), "{why}");
         }
+    }
+
+    #[test]
+    fn crop_mode_is_off_by_default_and_needs_an_image_host() {
+        assert_eq!(config(&[]).unwrap().search_crop, None);
+        let why = config(&[("search_crop", "true")]).unwrap_err();
+        assert!(why.contains("XIMILAR_IMAGE_HOST_A"), "{why}");
+        let placeholders = [("search_crop", "true"), ("image_host_a", "https://image-host-a.invalid")];
+        assert!(config(&placeholders).is_err(), "the manifest's placeholder allows nothing");
+        assert!(config(&[("search_crop", "yes")]).unwrap_err().contains("XIMILAR_SEARCH_CROP"));
+        let bad_host = config(&[("search_crop", "true"), ("image_host_c", "cdn.shop.example")]).unwrap_err();
+        assert!(bad_host.starts_with("XIMILAR_IMAGE_HOST_C ") && !bad_host.contains("cdn.shop"), "{bad_host}");
+    }
+
+    #[test]
+    fn an_empty_image_host_is_a_config_error_even_with_the_mode_off() {
+        let why = config(&[("image_host_b", "")]).unwrap_err();
+        assert!(why.contains("XIMILAR_IMAGE_HOST_B") && why.contains("unset it"), "{why}");
+        assert!(config(&[("image_host_b", "https://image-host-b.invalid")]).is_ok());
+    }
+
+    #[test]
+    fn crop_mode_knobs_and_defaults() {
+        let on = config(&[("search_crop", "true"), ("image_host_b", "https://*.shop.example")]).unwrap();
+        let crop = on.search_crop.unwrap();
+        assert!(crop.hosts.allows(&"https://cdn.shop.example/a.jpg".parse().unwrap()));
+        assert_eq!((crop.max_bytes, crop.limits.max_pixels, crop.limits.margin_pct), (15_000_000, 50_000_000, 5));
+        let tuned = config(&[
+            ("search_crop", "true"),
+            ("image_host_a", "http://127.0.0.1:9100"),
+            ("image_max_bytes", "1000"),
+            ("image_max_pixels", "2000"),
+            ("search_crop_margin_pct", "0"),
+        ])
+        .unwrap()
+        .search_crop
+        .unwrap();
+        assert_eq!((tuned.max_bytes, tuned.limits.max_pixels, tuned.limits.margin_pct), (1000, 2000, 0));
     }
 
     #[test]

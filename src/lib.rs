@@ -3,12 +3,15 @@
 //! natively; `runtime` (feature `spin`) is the thin layer that binds them to Spin.
 
 pub mod auth;
+pub mod base64;
 pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod colors;
 pub mod config;
 pub mod contract;
+pub mod crop;
+pub mod image_hosts;
 pub mod mapping;
 pub mod metrics;
 pub mod retry;

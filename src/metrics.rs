@@ -18,6 +18,9 @@ use std::time::Duration;
 pub const DURATION_BUCKETS: [f64; 15] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// Buckets (bytes) for downloaded source images: product shots to 12 MP photos.
+pub const BYTE_BUCKETS: [f64; 10] = [50_000.0, 100_000.0, 250_000.0, 500_000.0, 1e6, 2.5e6, 5e6, 10e6, 25e6, 100e6];
+
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 pub const HTTP_IN_PROGRESS: &str = "http_requests_in_progress";
@@ -33,25 +36,61 @@ pub const XIMILAR_BREAKER_REJECTIONS: &str = "ximilar_breaker_rejections_total";
 pub const CACHE_HITS: &str = "gateway_cache_hits_total";
 pub const CACHE_MISSES: &str = "gateway_cache_misses_total";
 pub const COALESCED: &str = "gateway_coalesced_total";
+pub const IMAGE_CROPS: &str = "gateway_image_crops_total";
+pub const IMAGE_FETCH_DURATION: &str = "gateway_image_fetch_duration_seconds";
+pub const IMAGE_FETCH_BYTES: &str = "gateway_image_fetch_bytes";
+pub const IMAGE_CROP_DURATION: &str = "gateway_image_crop_duration_seconds";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Counter,
     Gauge,
-    Histogram,
+    Histogram(Unit),
+}
+
+/// What a histogram measures: its buckets, and how its sum is stored (an integer key).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// Stored in microseconds, rendered in seconds.
+    Seconds,
+    Bytes,
+}
+
+impl Unit {
+    fn bounds(self) -> &'static [f64] {
+        match self {
+            Unit::Seconds => &DURATION_BUCKETS,
+            Unit::Bytes => &BYTE_BUCKETS,
+        }
+    }
+
+    fn sum_suffix(self) -> &'static str {
+        match self {
+            Unit::Seconds => "_sum_us",
+            Unit::Bytes => "_sum_bytes",
+        }
+    }
+
+    /// Stored sum per rendered unit.
+    fn scale(self) -> f64 {
+        match self {
+            Unit::Seconds => 1e6,
+            Unit::Bytes => 1.0,
+        }
+    }
 }
 
 /// Every family the gateway exposes, in output order.
 const FAMILIES: &[(&str, Kind, &str)] = &[
     (HTTP_REQUESTS, Kind::Counter, "Requests answered, by handler, method and status class (2xx, 4xx, 5xx)."),
-    (HTTP_DURATION, Kind::Histogram, "Time to answer a request, in seconds."),
+    (HTTP_DURATION, Kind::Histogram(Unit::Seconds), "Time to answer a request, in seconds."),
     (HTTP_IN_PROGRESS, Kind::Gauge, "Requests being answered right now."),
     (
         XIMILAR_REQUESTS,
         Kind::Counter,
         "Tries sent to Ximilar, by endpoint and outcome (HTTP status, timeout, connect, error).",
     ),
-    (XIMILAR_DURATION, Kind::Histogram, "Time of one try against Ximilar, in seconds."),
+    (XIMILAR_DURATION, Kind::Histogram(Unit::Seconds), "Time of one try against Ximilar, in seconds."),
     (XIMILAR_RETRIES, Kind::Counter, "Retries against Ximilar, by endpoint and reason."),
     (XIMILAR_REACHABLE, Kind::Gauge, "1 if the last health probe reached Ximilar with a valid token, else 0."),
     (
@@ -86,6 +125,22 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Requests answered by another request's identical in-flight Ximilar call instead of their own, by handler.",
     ),
+    (
+        IMAGE_CROPS,
+        Kind::Counter,
+        "Crop mode's image steps (fetch, decode, crop, encode) for /search, by outcome; only ok goes on to Ximilar.",
+    ),
+    (IMAGE_FETCH_DURATION, Kind::Histogram(Unit::Seconds), "Time to download a source image in crop mode, in seconds."),
+    (
+        IMAGE_FETCH_BYTES,
+        Kind::Histogram(Unit::Bytes),
+        "Bytes of a source image downloaded in crop mode (as far as read).",
+    ),
+    (
+        IMAGE_CROP_DURATION,
+        Kind::Histogram(Unit::Seconds),
+        "Time to decode a source image, crop the garment and encode it as JPEG, in seconds.",
+    ),
 ];
 
 /// `"2xx"`: the FastAPI instrumentator the server card used grouped statuses by class.
@@ -110,16 +165,33 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// The keys (and deltas) that record one observation of a histogram.
+/// The keys (and deltas) that record one observation of a duration histogram.
 fn observe(name: &str, labels: &[(&str, &str)], value: Duration) -> [(String, i64); 2] {
-    let seconds = value.as_secs_f64();
-    let le = DURATION_BUCKETS.iter().find(|b| seconds <= **b).map_or("+Inf".to_string(), |b| b.to_string());
+    observe_in(Unit::Seconds, name, labels, value.as_micros().min(i64::MAX as u128) as i64)
+}
+
+/// One observation of `stored` (in the unit's stored scale): its bucket, and the sum.
+fn observe_in(unit: Unit, name: &str, labels: &[(&str, &str)], stored: i64) -> [(String, i64); 2] {
+    let value = stored as f64 / unit.scale();
+    let le = unit.bounds().iter().find(|b| value <= **b).map_or("+Inf".to_string(), |b| b.to_string());
     let mut bucket_labels = labels.to_vec();
     bucket_labels.push(("le", &le));
     [
         (series(&format!("{name}_bucket"), &bucket_labels), 1),
-        (series(&format!("{name}_sum_us"), labels), value.as_micros().min(i64::MAX as u128) as i64),
+        (series(&format!("{name}{}", unit.sum_suffix()), labels), stored),
     ]
+}
+
+/// Increments recording crop mode's image step: its outcome, the download's
+/// time and size, and (when it got that far) the decode-crop-encode time.
+pub fn image_increments(outcome: &str, fetch: Duration, bytes: u64, crop: Option<Duration>) -> Vec<(String, i64)> {
+    let mut out = vec![(series(IMAGE_CROPS, &[("outcome", outcome)]), 1)];
+    out.extend(observe(IMAGE_FETCH_DURATION, &[], fetch));
+    out.extend(observe_in(Unit::Bytes, IMAGE_FETCH_BYTES, &[], bytes.min(i64::MAX as u64) as i64));
+    if let Some(crop) = crop {
+        out.extend(observe(IMAGE_CROP_DURATION, &[], crop));
+    }
+    out
 }
 
 /// The in-progress gauge key of a handler (+1 on entry, -1 on exit).
@@ -207,11 +279,12 @@ pub fn render(entries: &[(String, i64)]) -> String {
 
     for (key, value) in entries {
         let Some((name, labels)) = split_key(key) else { continue };
-        if let Some(family) = FAMILIES.iter().find(|f| f.0 == name && f.1 != Kind::Histogram) {
+        if let Some(family) = FAMILIES.iter().find(|f| f.0 == name && !matches!(f.1, Kind::Histogram(_))) {
             *plain.entry(family.0).or_default().entry(labels).or_default() += value;
             continue;
         }
-        for (family, _, _) in FAMILIES.iter().filter(|f| f.1 == Kind::Histogram) {
+        for (family, kind, _) in FAMILIES {
+            let Kind::Histogram(unit) = *kind else { continue };
             if name == format!("{family}_bucket") {
                 let (rest, le) = take_le(labels);
                 let Some(bound) = le.and_then(|l| if l == "+Inf" { Some(f64::INFINITY) } else { l.parse().ok() })
@@ -220,8 +293,8 @@ pub fn render(entries: &[(String, i64)]) -> String {
                 };
                 let h = histograms.entry(family).or_default().entry(rest).or_default();
                 h.buckets.push((bound, *value));
-            } else if name == format!("{family}_sum_us") {
-                histograms.entry(family).or_default().entry(labels.to_string()).or_default().sum_us += value;
+            } else if name == format!("{family}{}", unit.sum_suffix()) {
+                histograms.entry(family).or_default().entry(labels.to_string()).or_default().sum += value;
             }
         }
     }
@@ -231,13 +304,13 @@ pub fn render(entries: &[(String, i64)]) -> String {
         let type_name = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
+            Kind::Histogram(_) => "histogram",
         };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {type_name}");
         match kind {
-            Kind::Histogram => {
+            Kind::Histogram(unit) => {
                 for (labels, h) in histograms.get(name).into_iter().flatten() {
-                    h.write(&mut out, name, labels);
+                    h.write(&mut out, name, labels, *unit);
                 }
             }
             _ => {
@@ -254,19 +327,20 @@ pub fn render(entries: &[(String, i64)]) -> String {
 struct Histogram {
     /// Non-cumulative (upper bound, count) pairs as stored.
     buckets: Vec<(f64, i64)>,
-    sum_us: i64,
+    /// In the unit's stored scale.
+    sum: i64,
 }
 
 impl Histogram {
-    fn write(&self, out: &mut String, name: &str, labels: &str) {
+    fn write(&self, out: &mut String, name: &str, labels: &str, unit: Unit) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
-        for bound in DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]) {
+        for bound in unit.bounds().iter().copied().chain([f64::INFINITY]) {
             cumulative += self.buckets.iter().filter(|(b, _)| *b == bound).map(|(_, c)| c).sum::<i64>();
             let le = if bound.is_infinite() { "+Inf".to_string() } else { bound.to_string() };
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
         }
-        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum as f64 / unit.scale());
         let _ = writeln!(out, "{name}_count{} {cumulative}", braces(labels));
     }
 }
@@ -348,6 +422,23 @@ mod tests {
         assert!(
             text.contains("http_requests_total{handler=\"tag\",method=\"POST\",status=\"2xx\",caller=\"orch\"} 6\n")
         );
+    }
+
+    #[test]
+    fn image_steps_render_with_their_own_buckets() {
+        let mut inc = image_increments("ok", Duration::from_millis(80), 3_400_000, Some(Duration::from_millis(450)));
+        inc.extend(image_increments("too_large", Duration::from_millis(20), 15_000_001, None));
+        let text = render(&store(inc));
+        assert!(text.contains("gateway_image_crops_total{outcome=\"ok\"} 1\n"), "{text}");
+        assert!(text.contains("gateway_image_crops_total{outcome=\"too_large\"} 1\n"));
+        assert!(text.contains("gateway_image_fetch_bytes_bucket{le=\"5000000\"} 1\n"), "{text}");
+        assert!(text.contains("gateway_image_fetch_bytes_bucket{le=\"25000000\"} 2\n"));
+        assert!(text.contains("gateway_image_fetch_bytes_sum 18400001\n"));
+        assert!(text.contains("gateway_image_fetch_bytes_count 2\n"));
+        assert!(text.contains("gateway_image_fetch_duration_seconds_count 2\n"));
+        assert!(text.contains("gateway_image_crop_duration_seconds_bucket{le=\"0.5\"} 1\n"));
+        assert!(text.contains("gateway_image_crop_duration_seconds_sum 0.45\n"));
+        assert!(text.contains("# TYPE gateway_image_fetch_bytes histogram\n"));
     }
 
     #[test]

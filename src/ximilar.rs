@@ -5,6 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::base64;
 use crate::config::{Config, TagMode};
 use crate::upstream_error::UpstreamError;
 
@@ -95,15 +96,28 @@ pub fn tag(config: &Config, request_id: &str, image_url: &str) -> UpstreamReques
 
 /// Nearest neighbours of one image in the configured collection. The
 /// collection travels in the `collection-id` header, never in the body.
+/// The picture a search asks about.
+#[derive(Debug, Clone, Copy)]
+pub enum QueryImage<'a> {
+    /// A public URL that Ximilar fetches itself.
+    Url(&'a str),
+    /// Image bytes the gateway made (crop mode), sent inline as `_base64`.
+    Inline(&'a [u8]),
+}
+
 pub fn visual_knn(
     config: &Config,
     request_id: &str,
-    image_url: &str,
+    query: QueryImage,
     k: u32,
     category: Option<&str>,
 ) -> UpstreamRequest {
+    let record = match query {
+        QueryImage::Url(url) => json!({ "_url": url }),
+        QueryImage::Inline(bytes) => json!({ "_base64": base64::encode(bytes) }),
+    };
     let mut body = json!({
-        "query_record": { "_url": image_url },
+        "query_record": record,
         "k": k,
         "fields_to_return": config.search_fields,
     });
@@ -212,7 +226,7 @@ mod tests {
 
     #[test]
     fn search_sends_collection_header_and_query_record() {
-        let req = visual_knn(&config(&[]), "r", "https://s.example/a.jpg", 7, Some("jacket"));
+        let req = visual_knn(&config(&[]), "r", QueryImage::Url("https://s.example/a.jpg"), 7, Some("jacket"));
         assert_eq!(req.url, "https://api.ximilar.com/similarity/fashion-new/v2/visualKNN");
         assert_eq!(header(&req, "collection-id"), Some("col-9"));
         assert_eq!(
@@ -220,10 +234,22 @@ mod tests {
             json!({"query_record": {"_url": "https://s.example/a.jpg"}, "k": 7, "fields_to_return": ["_id", "_url"]}),
             "no filter unless a filter field is configured"
         );
-        let req =
-            visual_knn(&config(&[("search_filter_field", "cat")]), "r", "https://s.example/a.jpg", 7, Some("jacket"));
+        let req = visual_knn(
+            &config(&[("search_filter_field", "cat")]),
+            "r",
+            QueryImage::Url("https://s.example/a.jpg"),
+            7,
+            Some("jacket"),
+        );
         assert_eq!(body(&req)["filter"], json!({"cat": "jacket"}));
         assert!(!body(&req).to_string().contains("col-9"));
+    }
+
+    #[test]
+    fn a_crop_travels_inline_as_base64() {
+        let req = visual_knn(&config(&[]), "r", QueryImage::Inline(&[0xFF, 0xD8, 0xFF, 0xFE]), 3, None);
+        assert_eq!(body(&req)["query_record"], json!({"_base64": "/9j//g=="}));
+        assert_eq!(body(&req)["k"], json!(3));
     }
 
     #[test]
@@ -233,13 +259,15 @@ mod tests {
             ("search_path", "/similarity/fashion/v2/visualTagsKNN"),
         ]);
         assert!(detect_tags(&c, "r", "https://s/a").url.ends_with("/detect_tags_all"));
-        assert!(visual_knn(&c, "r", "https://s/a", 1, None).url.ends_with("/similarity/fashion/v2/visualTagsKNN"));
+        assert!(visual_knn(&c, "r", QueryImage::Url("https://s/a"), 1, None)
+            .url
+            .ends_with("/similarity/fashion/v2/visualTagsKNN"));
         assert_eq!(account_details(&c, "r").url, "https://api.ximilar.com/account/v2/details/");
     }
 
     #[test]
     fn debug_output_hides_the_token_and_collection() {
-        let req = visual_knn(&config(&[]), "r", "https://s.example/a.jpg", 1, None);
+        let req = visual_knn(&config(&[]), "r", QueryImage::Url("https://s.example/a.jpg"), 1, None);
         let shown = format!("{req:?}");
         assert!(!shown.contains("tok-123") && !shown.contains("col-9"), "{shown}");
     }

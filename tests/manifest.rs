@@ -53,7 +53,13 @@ fn only_ximilar_callers_get_the_token_and_host_and_only_search_the_collection() 
     let m = manifest();
     for name in ["detect", "tag", "search", "health"] {
         let c = component(&m, name);
-        assert_eq!(c["allowed_outbound_hosts"].as_array().unwrap(), &vec![Value::from("{{ api_url }}")], "{name}");
+        let hosts = c["allowed_outbound_hosts"].as_array().unwrap();
+        assert_eq!(hosts[0], Value::from("{{ api_url }}"), "{name}");
+        // Besides Ximilar, only search may reach the image hosts of crop mode.
+        let image_hosts: Vec<Value> =
+            ximilar_gw::config::IMAGE_HOST_VARIABLES.iter().map(|v| Value::from(format!("{{{{ {v} }}}}"))).collect();
+        let expected = if name == "search" { image_hosts } else { vec![] };
+        assert_eq!(hosts[1..], expected[..], "{name}");
         assert!(variables_of(c).contains("api_token"), "{name}");
         assert_eq!(variables_of(c).contains("collection_id"), name == "search", "{name}");
     }
@@ -61,6 +67,19 @@ fn only_ximilar_callers_get_the_token_and_host_and_only_search_the_collection() 
     assert_eq!(token["required"].as_bool(), Some(true));
     assert_eq!(token["secret"].as_bool(), Some(true));
     assert_eq!(m["variables"]["collection_id"]["secret"].as_bool(), Some(true));
+}
+
+#[test]
+fn image_hosts_grant_nothing_until_ops_set_them() {
+    let m = manifest();
+    for var in ximilar_gw::config::IMAGE_HOST_VARIABLES {
+        let default = m["variables"][var]["default"].as_str().unwrap();
+        assert!(default.ends_with(ximilar_gw::image_hosts::PLACEHOLDER_DOMAIN), "{var} = {default}");
+        for name in ["detect", "tag", "health", "metrics"] {
+            assert!(!variables_of(component(&m, name)).contains(var), "{name} sees {var}");
+        }
+    }
+    assert_eq!(m["variables"]["search_crop"]["default"].as_str(), Some("false"));
 }
 
 #[test]

@@ -91,7 +91,12 @@ class Host:
             "--variable", "upstream_timeout_ms=10000",
         ], r"serving on (http://\S+)")
 
-    def gateway(self, mock: Proc, cache_ttl_s: int, runtime_config: str = "default") -> Proc:
+    def images(self) -> Proc:
+        """The loopback image host of crop mode (generated photos /photo-<W>x<H>.jpg)."""
+        return self._start("images", ["images", "--listen", "127.0.0.1:0"], r"image host listening on (http://\S+)")
+
+    def gateway(self, mock: Proc, cache_ttl_s: int, runtime_config: str = "default",
+                variables: dict[str, str] | None = None) -> Proc:
         # A fresh copy per start, in its own folder: a store `path` is relative to the
         # runtime config (as in Spin), so every gateway starts with empty stores.
         rc_dir = self.workdir / f"{self.seq + 1:03d}-state"
@@ -105,6 +110,7 @@ class Host:
             "--variable", f"api_token={TOKEN}",
             "--variable", f"collection_id={COLLECTION}",
             "--variable", f"cache_ttl_s={cache_ttl_s}",
+            *[a for k, v in (variables or {}).items() for a in ("--variable", f"{k}={v}")],
         ], r"serving on (http://\S+)")
 
     def stop(self, *procs: Proc) -> None:

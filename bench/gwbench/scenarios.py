@@ -1,5 +1,6 @@
-"""The scenarios: a, b, e (overhead), c (cache hit vs miss), d (fast paths) on the test host,
-and the --base-url mode against an already-running gateway."""
+"""The scenarios: a, b, e (overhead), c (cache hit vs miss), d (fast paths), f (coalescing),
+g (crop mode's image step) on the test host, and the --base-url mode against an
+already-running gateway."""
 
 from __future__ import annotations
 
@@ -186,6 +187,62 @@ def scenario_fastpath(cfg, host: Host, connections: int) -> dict:
     return {"scenario": "d", "connections": connections, "runs": runs, "summary": summary}
 
 
+def crop_runs(gateway_url: str, image_host_url: str, n: int, width: int, height: int) -> dict:
+    """/search, one at a time, alternating a box of the photo (crop mode: download, decode, crop,
+    encode, then the search) and the whole photo (its URL sent, as without crop mode). Each
+    request is a new cache key (a new query string; the image host ignores it)."""
+    photo = f"{image_host_url}/photo-{width}x{height}.jpg"
+    latencies = {"whole photo (URL sent)": [], "box (crop mode)": []}
+    non_200 = 0
+    # The first request makes the image host encode the photo: not measured.
+    for i in range(n + 1):
+        tag = uuid.uuid4().hex[:8]
+        for name, url in (("whole photo (URL sent)", f"{photo}?n={tag}"),
+                          ("box (crop mode)", f"{photo}?n={tag}#xywh={100 + 7 * i},{150 + 5 * i},1200,1800")):
+            body = json.dumps({"crop_url": url, "top_k": 5}).encode()
+            t0 = time.perf_counter()
+            status, _, _ = http("POST", gateway_url + "/search", body, {"Content-Type": "application/json"},
+                                timeout=60)
+            if i > 0:
+                latencies[name].append((time.perf_counter() - t0) * 1000)
+                non_200 += status != 200
+    return {"latency_ms": {k: sorted(v) for k, v in latencies.items()}, "non_200": non_200}
+
+
+def crop_result(runs: dict, n: int, width: int, height: int, steps: list[dict] | None) -> dict:
+    pct = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None  # noqa: E731
+    whole, boxed = runs["latency_ms"]["whole photo (URL sent)"], runs["latency_ms"]["box (crop mode)"]
+    steps = steps or []
+    return {
+        "scenario": "g", "photo": f"{width}x{height} JPEG", "searches": n, "non_200": runs["non_200"],
+        "off_p50_ms": pct(whole, 0.5), "on_p50_ms": pct(boxed, 0.5), "on_p90_ms": pct(boxed, 0.9),
+        "fetch_p50_ms": pct(sorted(s["image_ms"] for s in steps), 0.5),
+        "crop_p50_ms": pct(sorted(s["crop_ms"] for s in steps if s.get("crop_ms") is not None), 0.5),
+        "crop_p90_ms": pct(sorted(s["crop_ms"] for s in steps if s.get("crop_ms") is not None), 0.9),
+        "summary": {},
+    }
+
+
+def scenario_crop(cfg, host: Host, width: int = 4000, height: int = 3000) -> dict:
+    """g: crop mode's image step on a 12 MP JPEG from the loopback image host, upstream answering
+    at once. The latency of a boxed /search minus that of a whole-photo /search (same gateway,
+    same run) is the step; the component also logs each step's download (image_ms) and decode +
+    crop + encode (crop_ms)."""
+    n = 5 if cfg.quick else 40
+    log(f"scenario g: crop step, {n} searches of boxes in a {width}x{height} JPEG, one at a time")
+    mock = host.mock(0)
+    images = host.images()
+    gw = None
+    try:
+        gw = host.gateway(mock, cache_ttl_s=3600, variables={"search_crop": "true", "image_host_a": images.url})
+        runs = crop_runs(gw.url, images.url, n, width, height)
+        steps = [json.loads(line[line.index("{"):]) for line in gw.err_path.read_text().splitlines()
+                 if '"crop_ms"' in line]
+    finally:
+        host.stop(gw, images, mock)
+    return crop_result(runs, n, width, height, steps[1:])
+
+
 # ---------------------------------------------------------------- base-url mode
 
 
@@ -253,6 +310,12 @@ def run_base_url(cfg) -> list[dict]:
                 wait_http(t.url + "/", timeout=5)
             except OSError as e:
                 die(f"cannot reach {t.url}: {e}", 1)
+    if cfg.image_host_url:
+        # Scenario g against a running gateway in crop mode (its logs are its own; latency only).
+        images = check_loopback(cfg.image_host_url, cfg.allow_non_loopback).rstrip("/")
+        n = 5 if cfg.quick else 40
+        log(f"base-url: crop step, {n} searches of boxes in a 4000x3000 JPEG from {images}, one at a time")
+        return [crop_result(crop_runs(gw.url, images, n, 4000, 3000), n, 4000, 3000, None)]
     loads = overhead_loads(mock, fwd, gw)
     if mock:
         loads["mock"].headers = {"Authorization": f"Token {token}"}

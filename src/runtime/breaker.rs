@@ -39,15 +39,29 @@ pub fn admit(counters: &mut Counters, policy: &BreakerPolicy, endpoint: Endpoint
         State::Open { .. } => false,
     };
     if state != State::Closed && !probing {
-        counters.add(&metrics::breaker_rejections_key(endpoint.label()), 1);
-        return Err(ApiError::new(
-            503,
-            "upstream_unavailable",
-            "Ximilar is failing; the gateway's circuit breaker refuses calls for now",
-        )
-        .with_retry_after(breaker::retry_after_secs(state)));
+        return Err(refuse(counters, state, endpoint));
     }
     Ok(Pass { stored, failures, probing })
+}
+
+/// Refuses at once while the breaker is open, before a request spends
+/// anything else (crop mode's download) on a call that would be refused.
+/// Half-open lets it on: the call itself may be the probe.
+pub fn refuse_if_open(counters: &mut Counters, endpoint: Endpoint) -> Result<(), ApiError> {
+    match state(counters) {
+        open @ State::Open { .. } => Err(refuse(counters, open, endpoint)),
+        _ => Ok(()),
+    }
+}
+
+fn refuse(counters: &mut Counters, state: State, endpoint: Endpoint) -> ApiError {
+    counters.add(&metrics::breaker_rejections_key(endpoint.label()), 1);
+    ApiError::new(
+        503,
+        "upstream_unavailable",
+        "Ximilar is failing; the gateway's circuit breaker refuses calls for now",
+    )
+    .with_retry_after(breaker::retry_after_secs(state))
 }
 
 /// Moves the breaker by the tries of one call: any answer that is not a failure

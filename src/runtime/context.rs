@@ -38,6 +38,16 @@ struct SharedError {
     detail: String,
 }
 
+/// What crop mode's image step did, for the metrics.
+pub struct ImageStep {
+    /// `ok`, or what stopped it (a label of `gateway_image_crops_total`).
+    pub outcome: &'static str,
+    pub fetch: Duration,
+    pub bytes: u64,
+    /// Decode, crop and encode, when the download succeeded and there was time for it.
+    pub crop: Option<Duration>,
+}
+
 /// Where an answer comes from.
 pub enum Found<T> {
     Cached(T),
@@ -58,6 +68,8 @@ pub struct Context {
     pub coalesced: bool,
     /// Who is calling, when inbound keys are configured.
     pub caller: Option<Caller>,
+    /// Crop mode's image step, when the request took it.
+    pub image: Option<ImageStep>,
     cache: Cache,
     /// When the Ximilar calls of this request must be done by (set with the configuration).
     deadline: Option<Duration>,
@@ -74,6 +86,7 @@ impl Context {
             cache_outcome: CacheOutcome::NotUsed,
             coalesced: false,
             caller: None,
+            image: None,
             cache: Cache::disabled(),
             deadline: None,
         }
@@ -88,6 +101,11 @@ impl Context {
         }
         self.deadline.get_or_insert(self.clock.now() + config.timeout);
         Ok(config)
+    }
+
+    /// Time left before the request's deadline (set with the configuration).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.map_or(Duration::ZERO, |d| d.saturating_sub(self.clock.now()))
     }
 
     /// The caller's name for logs and labels: a configured name, or `anonymous`.

@@ -104,6 +104,9 @@ fn record<E: Endpoint>(ctx: &mut Context, method: &str, status: u16) {
     if ctx.coalesced {
         counters.add(&metrics::coalesced_key(E::NAME), 1);
     }
+    if let Some(step) = &ctx.image {
+        counters.add_all(metrics::image_increments(step.outcome, step.fetch, step.bytes, step.crop));
+    }
     match ctx.cache_outcome {
         CacheOutcome::Hit => counters.add(&metrics::cache_key(E::NAME, true), 1),
         CacheOutcome::Miss => counters.add(&metrics::cache_key(E::NAME, false), 1),
@@ -169,14 +172,19 @@ fn request_id(headers: &http::HeaderMap) -> String {
     }
 }
 
+/// Milliseconds with microsecond precision.
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
 /// One JSON line per request on stderr. No URL, token or collection id.
 fn log_line(handler: &str, method: &str, status: u16, code: Option<&str>, ctx: &Context) {
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "handler": handler,
         "method": method,
         "status": status,
         "code": code,
-        "duration_ms": (ctx.clock.now().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        "duration_ms": millis(ctx.clock.now()),
         "upstream_calls": ctx.calls.attempts.len(),
         "retries": ctx.calls.retries.len(),
         "cache": ctx.cache_outcome.label(),
@@ -185,6 +193,10 @@ fn log_line(handler: &str, method: &str, status: u16, code: Option<&str>, ctx: &
         "cache_errors": ctx.cache_errors(),
         "request_id": ctx.request_id,
     });
+    if let Some(step) = &ctx.image {
+        line["image_ms"] = millis(step.fetch).into();
+        line["crop_ms"] = step.crop.map(millis).into();
+    }
     // One write: `eprintln!` of a Value would format straight into unbuffered
     // stderr, a host call per token (about 230 per request, measured).
     let mut text = line.to_string();

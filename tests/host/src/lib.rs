@@ -9,6 +9,7 @@ pub mod audit;
 mod bindings;
 pub mod client;
 mod engine;
+pub mod images;
 pub mod kv;
 mod logs;
 pub mod manifest;

@@ -2,6 +2,7 @@
 //! Test infrastructure, not the product. See tests/host/README.md.
 
 use anyhow::{bail, Context, Result};
+use spin_test_host::images::ImageHost;
 use spin_test_host::mock::{MockConfig, MockXimilar};
 use spin_test_host::{audit, start_app, AppOptions};
 use std::collections::HashMap;
@@ -13,8 +14,9 @@ const USAGE: &str = "\
 usage:
   spin-test-host serve [--manifest spin.toml] [--runtime-config-file runtime-config.toml]
                        [--listen 127.0.0.1:3000] [--variable k=v]... [--mock] [--mock-latency-ms N]
-                       [--mock-token T] [--mock-collection-id C]
+                       [--mock-token T] [--mock-collection-id C] [--images] [--images-listen 127.0.0.1:9100]
   spin-test-host mock [--listen 127.0.0.1:9000] [--latency-ms N] [--token T] [--collection-id C]
+  spin-test-host images [--listen 127.0.0.1:9100]   (an image host: /photo-<W>x<H>.jpg|png|webp)
   spin-test-host audit [--wit wit] [--manifest spin.toml | WASM...]
   spin-test-host imports WASM   (print a component's imports and exports)";
 
@@ -28,6 +30,7 @@ fn main() -> Result<()> {
     match command.as_str() {
         "serve" => rt.block_on(serve(Args::parse(rest)?)),
         "mock" => rt.block_on(mock(Args::parse(rest)?)),
+        "images" => rt.block_on(images(Args::parse(rest)?)),
         "audit" => run_audit(Args::parse(rest)?),
         "imports" => print_imports(rest),
         "-h" | "--help" | "help" => {
@@ -49,7 +52,7 @@ struct Args {
 
 impl Args {
     fn parse(args: &[String]) -> Result<Args> {
-        const SWITCHES: &[&str] = &["--mock"];
+        const SWITCHES: &[&str] = &["--mock", "--images"];
         let mut out = Args::default();
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -113,6 +116,17 @@ async fn serve(args: Args) -> Result<()> {
     } else {
         None
     };
+    // Crop mode against generated photos: /search of a crop_url on this host sends the garment.
+    let _images = if args.has("--images") {
+        let listen = args.get("images-listen").unwrap_or("127.0.0.1:9100").parse().context("--images-listen")?;
+        let host = ImageHost::start(listen).await?;
+        println!("image host listening on {} (try {}/photo-1200x1600.jpg)", host.origin(), host.origin());
+        opts.variables.insert("search_crop".into(), "true".into());
+        opts.variables.insert("image_host_a".into(), host.origin());
+        Some(host)
+    } else {
+        None
+    };
     for (k, v) in args.variables {
         opts.variables.insert(k, v);
     }
@@ -147,6 +161,14 @@ async fn mock(args: Args) -> Result<()> {
     };
     let mock = MockXimilar::start(cfg).await?;
     println!("mock Ximilar listening on {}", mock.url());
+    stop_signal().await?;
+    Ok(())
+}
+
+async fn images(args: Args) -> Result<()> {
+    let listen = args.get("listen").unwrap_or("127.0.0.1:9100").parse::<SocketAddr>().context("--listen")?;
+    let host = ImageHost::start(listen).await?;
+    println!("image host listening on {}", host.origin());
     stop_signal().await?;
     Ok(())
 }

@@ -10,6 +10,7 @@ mod coalescing;
 mod concurrency;
 mod contract;
 mod credits;
+mod crop;
 mod faults;
 mod imports;
 mod metrics;
