@@ -275,8 +275,8 @@ mod tests {
 
     #[test]
     fn the_pixel_limit_holds_before_anything_is_decoded() {
-        let bomb = png_bomb(20_000, 20_000);
-        assert!(bomb.len() < 100);
+        let bomb = jpeg_bomb(20_000, 20_000);
+        assert!(bomb.len() < 2_000);
         assert_eq!(dimensions(&bomb).unwrap(), (20_000, 20_000));
         let limits = CropLimits { max_pixels: 30_000_000, ..LIMITS };
         assert_eq!(
@@ -285,32 +285,16 @@ mod tests {
         );
     }
 
-    /// A PNG that declares `width` × `height` (8-bit grey) but carries a few
-    /// bytes of pixel data: what a decompression bomb looks like to a header reader.
-    fn png_bomb(width: u32, height: u32) -> Vec<u8> {
-        fn chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-            let mut body = kind.to_vec();
-            body.extend(data);
-            let crc = body.iter().fold(!0u32, |mut crc, byte| {
-                crc ^= u32::from(*byte);
-                for _ in 0..8 {
-                    crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-                }
-                crc
-            });
-            png.extend((data.len() as u32).to_be_bytes());
-            png.extend(body);
-            png.extend((!crc).to_be_bytes());
-        }
-        let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
-        let mut header = width.to_be_bytes().to_vec();
-        header.extend(height.to_be_bytes());
-        header.extend([8, 0, 0, 0, 0]);
-        chunk(&mut png, b"IHDR", &header);
-        // zlib: a stored block of 8 zero bytes.
-        chunk(&mut png, b"IDAT", &[0x78, 0x01, 0x01, 0x08, 0x00, 0xF7, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08]);
-        chunk(&mut png, b"IEND", &[]);
-        png
+    /// A real 16 x 16 JPEG whose frame header (SOF0) is rewritten to declare
+    /// `width` × `height`: what a decompression bomb looks like to a header reader.
+    fn jpeg_bomb(width: u16, height: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageRgb8(gradient(16, 16)).write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg).unwrap();
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline JPEG has SOF0");
+        // FF C0, length (2), precision (1), then height and width (2 each, big-endian).
+        jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+        jpeg
     }
 
     #[test]
