@@ -12,6 +12,7 @@ mod image_fetch;
 mod serve;
 mod stores;
 mod upstream;
+mod wire;
 
 pub use endpoint::Endpoint;
 pub use endpoints::{Detect, Health, Metrics, Search, Tag};

@@ -141,7 +141,9 @@ fn respond(answer: Result<Answer, ApiError>, cache: CacheOutcome, request_id: &s
             error.body()
         }
     };
-    builder.body(FullBody::new(Bytes::from(body))).expect("valid response parts")
+    // A known length: no chunked framing, so the answer ends with its last byte
+    // instead of a terminating chunk the client must also wait for.
+    builder.header("content-length", body.len()).body(FullBody::new(Bytes::from(body))).expect("valid response parts")
 }
 
 /// Bounded label values: an unknown method is `other`.

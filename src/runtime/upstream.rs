@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spin_sdk::http::body::IncomingBodyExt;
-use spin_sdk::http::FullBody;
+use spin_sdk::http::{FromResponse, FullBody, IntoRequest, Response};
 use spin_sdk::wasip3::clocks::monotonic_clock;
+use spin_sdk::wasip3::http::client;
 use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 
+use super::wire::yield_to_body_writer;
 use crate::client::{Clock, Transport, TransportError, UpstreamResponse};
 use crate::retry::parse_retry_after;
 use crate::ximilar::UpstreamRequest;
@@ -61,7 +63,11 @@ fn build(request: &UpstreamRequest, budget: Duration) -> anyhow::Result<http::Re
     for (name, value) in &request.headers {
         builder = builder.header(*name, value);
     }
-    let mut outgoing = builder.body(FullBody::new(Bytes::from(request.body.clone().unwrap_or_default())))?;
+    let body = request.body.clone().unwrap_or_default();
+    if request.body.is_some() {
+        builder = builder.header(http::header::CONTENT_LENGTH, body.len());
+    }
+    let mut outgoing = builder.body(FullBody::new(Bytes::from(body)))?;
     let options = RequestOptions::new();
     let budget = Some(nanos(budget));
     // Hosts may refuse some options; the race in `send` still bounds the try.
@@ -73,7 +79,11 @@ fn build(request: &UpstreamRequest, budget: Duration) -> anyhow::Result<http::Re
 }
 
 async fn exchange(outgoing: http::Request<FullBody<Bytes>>) -> Result<UpstreamResponse, TransportError> {
-    let response = spin_sdk::http::send(outgoing).await.map_err(classify)?;
+    let request = outgoing.into_request().map_err(classify)?;
+    // Headers and body in one segment (see `wire`).
+    yield_to_body_writer().await;
+    let response = client::send(request).await.map_err(classify)?;
+    let response = Response::from_response(response).map_err(classify)?;
     let status = response.status().as_u16();
     let retry_after =
         response.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);

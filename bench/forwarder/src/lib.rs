@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store};
 use spin_sdk::http::body::IncomingBodyExt;
-use spin_sdk::http::{FullBody, HeaderMap, HeaderValue, IntoResponse, Request, StatusCode};
+use spin_sdk::http::{FromResponse, FullBody, HeaderMap, HeaderValue, IntoRequest, IntoResponse, Request, StatusCode};
 use spin_sdk::http_service;
 use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions, Response};
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
@@ -36,7 +36,8 @@ async fn forward(req: Request) -> Answer {
     let timeout_ms = var("upstream_timeout_ms").await;
     let body = req.into_body().bytes().await?;
 
-    let mut out = http::Request::post(&url).header("content-type", "application/json");
+    let mut out =
+        http::Request::post(&url).header("content-type", "application/json").header("content-length", body.len());
     if !token.is_empty() {
         out = out.header("authorization", format!("Token {token}"));
     }
@@ -48,7 +49,16 @@ async fn forward(req: Request) -> Answer {
         out.extensions_mut().insert(RequestOptionsExtension(options));
     }
 
-    match spin_sdk::http::send(out).await {
+    // As the gateway does: let the body's writer task offer the bytes before the host starts
+    // sending, so the request leaves as one segment (Spin's connections keep Nagle on, and a
+    // body sent after its headers waits for the server's delayed ACK). Without it this
+    // baseline would lose 40 ms on a third of its calls.
+    let sent = async {
+        let request = out.into_request()?;
+        yield_once().await;
+        spin_sdk::http::Response::from_response(spin_sdk::wasip3::http::client::send(request).await?)
+    };
+    match sent.await {
         Ok(resp) => {
             let mut headers = HeaderMap::new();
             if let Some(ct) = resp.headers().get("content-type") {
@@ -166,4 +176,18 @@ fn text(status: StatusCode, body: String) -> Answer {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("text/plain"));
     (status, headers, FullBody::new(Bytes::from(body))).into_response()
+}
+
+/// `Pending` once, having woken itself: the guest's other ready tasks run first.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
 }

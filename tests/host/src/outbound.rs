@@ -365,8 +365,10 @@ async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<HostB
         }
         Ok(Err(_)) => return Err(ErrorCode::ConnectionRefused),
     };
-    // Small JSON requests must not wait for Nagle's algorithm.
-    stream.set_nodelay(true).ok();
+    // Nagle's algorithm stays on, as on Spin 4.0.2, whose outbound connector never sets
+    // TCP_NODELAY: a request whose body leaves after its headers, as a second small segment,
+    // then waits for the server's (delayed) ACK, and a component must avoid that itself.
+    stream.set_nodelay(false).ok();
     let io = hyper_util::rt::TokioIo::new(stream);
     let (sender, conn) = tokio::time::timeout(timeout, hyper::client::conn::http1::handshake(io))
         .await

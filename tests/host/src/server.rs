@@ -485,7 +485,9 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stop: oneshot::Re
             _ = &mut stop => break,
             accepted = listener.accept() => {
                 let Ok((stream, client)) = accepted else { continue };
-                stream.set_nodelay(true).ok();
+                // Nagle on, as on Spin 4.0.2, whose listener never sets TCP_NODELAY: an answer
+                // whose body is not ready when its headers leave waits for the client's ACK.
+                stream.set_nodelay(false).ok();
                 let app = app.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
