@@ -2,20 +2,16 @@
 //! the body: validate, look in the cache, ask Ximilar, map, remember.
 
 use super::breaker;
-use std::time::Duration;
-
-use super::context::{Context, Found, ImageStep};
+use super::context::{Context, Found};
 use super::endpoint::{Answer, Endpoint, Guard};
-use super::image_fetch::{self, FetchError};
+use super::garment;
 use crate::breaker::State;
 use crate::cache;
-use crate::client::Clock;
-use crate::config::{Config, SearchCrop, TagMode};
+use crate::config::{Config, TagMode};
 use crate::contract::{self, ApiError, DetectResponse, HealthResponse, SearchResponse, TagResponse};
-use crate::crop::{self, CropError, CropLimits};
 use crate::mapping::{self, DetectedItem};
 use crate::metrics;
-use crate::urls::{self, Crop, ImageUrl};
+use crate::urls::{self, ImageUrl};
 use crate::ximilar::{self, QueryImage};
 
 pub struct Detect;
@@ -84,13 +80,7 @@ impl Endpoint for Search {
         // Crop mode sends the garment itself; otherwise (or for a whole photo) its URL.
         let crop = config.search_crop.as_ref().zip(request.crop_url.crop());
         if let Some((settings, _)) = crop {
-            let source: http::Uri =
-                request.crop_url.source().parse().map_err(|_| ApiError::invalid("invalid_url", "not a valid URL"))?;
-            if !settings.hosts.allows(&source) {
-                ctx.image =
-                    Some(ImageStep { outcome: "host_not_allowed", fetch: Duration::ZERO, bytes: 0, crop: None });
-                return Err(FetchError::HostNotAllowed.to_api_error(settings.max_bytes));
-            }
+            garment::refuse_unless_allowed(ctx, settings, &request.crop_url)?;
         }
         let source = source_of(&request.crop_url);
         let key = cache::search_key(config, &request.crop_url, request.category.as_deref(), request.top_k);
@@ -99,7 +89,7 @@ impl Endpoint for Search {
             Found::Lead(lease) => lease,
         };
         let garment = match crop {
-            Some((settings, b)) => match garment_jpeg(ctx, settings, &source, b).await {
+            Some((settings, b)) => match garment::jpeg(ctx, settings, &source, b).await {
                 Ok(jpeg) => Some(jpeg),
                 Err(error) => {
                     ctx.finish::<SearchResponse>(&key, lease, Err(&error)).await;
@@ -120,87 +110,6 @@ impl Endpoint for Search {
         };
         ctx.finish(&key, lease, response.as_ref()).await;
         Ok(Answer::json(&response?))
-    }
-}
-
-/// Crop mode: the garment in `b`, cut out of the photo at `source` and encoded
-/// as JPEG. Nothing is fetched while the breaker is open, and a decode starts
-/// only if even a slow one ends before the deadline; every way this fails is
-/// the caller's image, so none of them reaches Ximilar.
-async fn garment_jpeg(
-    ctx: &mut Context,
-    settings: &SearchCrop,
-    source: &ImageUrl,
-    b: Crop,
-) -> Result<Vec<u8>, ApiError> {
-    breaker::refuse_if_open(&mut ctx.counters, ximilar::Endpoint::VisualKnn)?;
-    let config = ctx.config().await?;
-    let started = ctx.clock.now();
-    let budget = ctx.remaining().min(config.retry.attempt_timeout);
-    let mut bytes = 0;
-    let fetched = image_fetch::fetch(source.as_str(), &settings.hosts, settings.max_bytes, budget, &mut bytes).await;
-    let mut step = ImageStep { outcome: "ok", fetch: ctx.clock.now() - started, bytes, crop: None };
-    let result = match fetched {
-        Err(error) => {
-            step.outcome = error.label();
-            Err(error.to_api_error(settings.max_bytes))
-        }
-        Ok(image) => {
-            let cropping = ctx.clock.now();
-            let fits = crop::dimensions(&image).map(|(w, h)| crop::estimated_cost(u64::from(w) * u64::from(h)));
-            let cropped = match fits {
-                Ok(cost) if cost > ctx.remaining() => Err(CropFailure::NoTime),
-                Ok(_) => crop::crop_to_jpeg(&image, b, &settings.limits).map_err(CropFailure::Crop),
-                Err(error) => Err(CropFailure::Crop(error)),
-            };
-            if !matches!(cropped, Err(CropFailure::NoTime)) {
-                step.crop = Some(ctx.clock.now() - cropping);
-            }
-            match cropped {
-                Ok(garment) => Ok(garment.jpeg),
-                Err(failure) => {
-                    step.outcome = failure.label();
-                    Err(failure.to_api_error(&settings.limits))
-                }
-            }
-        }
-    };
-    ctx.image = Some(step);
-    result
-}
-
-/// Why a downloaded image gave no crop.
-enum CropFailure {
-    Crop(CropError),
-    /// Not enough of the deadline left to decode it.
-    NoTime,
-}
-
-impl CropFailure {
-    fn label(&self) -> &'static str {
-        match self {
-            CropFailure::Crop(CropError::Unreadable(_)) => "unreadable",
-            CropFailure::Crop(CropError::TooManyPixels { .. }) => "too_many_pixels",
-            CropFailure::Crop(CropError::OutsideImage { .. }) => "outside_image",
-            CropFailure::NoTime => "timeout",
-        }
-    }
-
-    fn to_api_error(&self, limits: &CropLimits) -> ApiError {
-        match self {
-            CropFailure::Crop(CropError::Unreadable(why)) => ApiError::invalid("image_unreadable", why.clone()),
-            CropFailure::Crop(CropError::TooManyPixels { width, height }) => ApiError::invalid(
-                "image_unreadable",
-                format!("the image is {width}x{height} pixels, more than the {} allowed", limits.max_pixels),
-            ),
-            CropFailure::Crop(CropError::OutsideImage { width, height }) => ApiError::invalid(
-                "crop_outside_image",
-                format!("the #xywh box lies outside the {width}x{height} image"),
-            ),
-            CropFailure::NoTime => {
-                ApiError::new(504, "image_timeout", "too little of the deadline is left to crop the image")
-            }
-        }
     }
 }
 

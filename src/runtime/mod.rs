@@ -8,6 +8,7 @@ mod config;
 mod context;
 mod endpoint;
 mod endpoints;
+mod garment;
 mod image_fetch;
 mod serve;
 mod stores;

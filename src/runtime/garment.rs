@@ -1,0 +1,102 @@
+//! Crop mode's image step for `/search`: is the photo's host allowed, then the
+//! garment cut out of the downloaded photo as JPEG. Every way it fails is the
+//! caller's image, so none of them reaches Ximilar; each outcome is recorded
+//! for `gateway_image_crops_total` and the image histograms.
+
+use std::time::Duration;
+
+use super::breaker;
+use super::context::{Context, ImageStep};
+use super::image_fetch::{self, FetchError};
+use crate::client::Clock;
+use crate::config::SearchCrop;
+use crate::contract::ApiError;
+use crate::crop::{self, CropError, CropLimits};
+use crate::urls::{Crop, ImageUrl};
+use crate::ximilar;
+
+/// Refuses a photo whose host is not an allowed image host, before anything is fetched.
+pub fn refuse_unless_allowed(ctx: &mut Context, settings: &SearchCrop, url: &ImageUrl) -> Result<(), ApiError> {
+    let allowed = url.source().parse::<http::Uri>().is_ok_and(|source| settings.hosts.allows(&source));
+    if allowed {
+        return Ok(());
+    }
+    let refused = FetchError::HostNotAllowed;
+    ctx.image = Some(ImageStep { outcome: refused.label(), fetch: Duration::ZERO, bytes: 0, crop: None });
+    Err(refused.to_api_error(settings.max_bytes))
+}
+
+/// The garment in `b`, cut out of the photo at `source` and encoded as JPEG.
+/// Nothing is fetched while the breaker is open, and a decode starts only if
+/// even a slow one ends before the deadline.
+pub async fn jpeg(ctx: &mut Context, settings: &SearchCrop, source: &ImageUrl, b: Crop) -> Result<Vec<u8>, ApiError> {
+    breaker::refuse_if_open(&mut ctx.counters, ximilar::Endpoint::VisualKnn)?;
+    let config = ctx.config().await?;
+    let started = ctx.clock.now();
+    let budget = ctx.remaining().min(config.retry.attempt_timeout);
+    let mut bytes = 0;
+    let fetched = image_fetch::fetch(source.as_str(), &settings.hosts, settings.max_bytes, budget, &mut bytes).await;
+    let mut step = ImageStep { outcome: "ok", fetch: ctx.clock.now() - started, bytes, crop: None };
+    let result = match fetched {
+        Err(error) => {
+            step.outcome = error.label();
+            Err(error.to_api_error(settings.max_bytes))
+        }
+        Ok(image) => {
+            let cropping = ctx.clock.now();
+            let fits = crop::dimensions(&image).map(|(w, h)| crop::estimated_cost(u64::from(w) * u64::from(h)));
+            let cropped = match fits {
+                Ok(cost) if cost > ctx.remaining() => Err(CropFailure::NoTime),
+                Ok(_) => crop::crop_to_jpeg(&image, b, &settings.limits).map_err(CropFailure::Crop),
+                Err(error) => Err(CropFailure::Crop(error)),
+            };
+            if !matches!(cropped, Err(CropFailure::NoTime)) {
+                step.crop = Some(ctx.clock.now() - cropping);
+            }
+            match cropped {
+                Ok(garment) => Ok(garment.jpeg),
+                Err(failure) => {
+                    step.outcome = failure.label();
+                    Err(failure.to_api_error(&settings.limits))
+                }
+            }
+        }
+    };
+    ctx.image = Some(step);
+    result
+}
+
+/// Why a downloaded image gave no crop.
+enum CropFailure {
+    Crop(CropError),
+    /// Not enough of the deadline left to decode it.
+    NoTime,
+}
+
+impl CropFailure {
+    fn label(&self) -> &'static str {
+        match self {
+            CropFailure::Crop(CropError::Unreadable(_)) => "unreadable",
+            CropFailure::Crop(CropError::TooManyPixels { .. }) => "too_many_pixels",
+            CropFailure::Crop(CropError::OutsideImage { .. }) => "outside_image",
+            CropFailure::NoTime => "timeout",
+        }
+    }
+
+    fn to_api_error(&self, limits: &CropLimits) -> ApiError {
+        match self {
+            CropFailure::Crop(CropError::Unreadable(why)) => ApiError::invalid("image_unreadable", why.clone()),
+            CropFailure::Crop(CropError::TooManyPixels { width, height }) => ApiError::invalid(
+                "image_unreadable",
+                format!("the image is {width}x{height} pixels, more than the {} allowed", limits.max_pixels),
+            ),
+            CropFailure::Crop(CropError::OutsideImage { width, height }) => ApiError::invalid(
+                "crop_outside_image",
+                format!("the #xywh box lies outside the {width}x{height} image"),
+            ),
+            CropFailure::NoTime => {
+                ApiError::new(504, "image_timeout", "too little of the deadline is left to crop the image")
+            }
+        }
+    }
+}
