@@ -14,6 +14,7 @@ use image::imageops::FilterType;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
+use crate::contract::ApiError;
 use crate::urls::Crop;
 
 /// What the crop step may cost and produce.
@@ -48,6 +49,38 @@ pub enum CropError {
     TooManyPixels { width: u32, height: u32 },
     /// The box (with its margin) does not overlap the image.
     OutsideImage { width: u32, height: u32 },
+    /// Too little time is left to decode an image this large (decoding cannot be interrupted).
+    NoTime,
+}
+
+impl CropError {
+    /// The `outcome` label of `gateway_image_crops_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CropError::Unreadable(_) => "unreadable",
+            CropError::TooManyPixels { .. } => "too_many_pixels",
+            CropError::OutsideImage { .. } => "outside_image",
+            CropError::NoTime => "timeout",
+        }
+    }
+
+    /// The caller's error: its image, so nothing was sent to Ximilar.
+    pub fn to_api_error(&self, limits: &CropLimits) -> ApiError {
+        match self {
+            CropError::Unreadable(why) => ApiError::invalid("image_unreadable", why.clone()),
+            CropError::TooManyPixels { width, height } => ApiError::invalid(
+                "image_unreadable",
+                format!("the image is {width}x{height} pixels, more than the {} allowed", limits.max_pixels),
+            ),
+            CropError::OutsideImage { width, height } => ApiError::invalid(
+                "crop_outside_image",
+                format!("the #xywh box lies outside the {width}x{height} image"),
+            ),
+            CropError::NoTime => {
+                ApiError::new(504, "image_timeout", "too little of the deadline is left to crop the image")
+            }
+        }
+    }
 }
 
 /// Decoding speed assumed when deciding whether the crop still fits in the
@@ -56,7 +89,7 @@ pub enum CropError {
 const ASSUMED_PIXELS_PER_SECOND: u64 = 20_000_000;
 
 /// A pessimistic estimate of decoding, cropping and encoding an image of `pixels`.
-pub fn estimated_cost(pixels: u64) -> Duration {
+fn estimated_cost(pixels: u64) -> Duration {
     Duration::from_micros(pixels.saturating_mul(1_000_000) / ASSUMED_PIXELS_PER_SECOND)
 }
 
@@ -68,11 +101,6 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
         [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some(ImageFormat::WebP),
         _ => None,
     }
-}
-
-/// Width and height as the header declares them (nothing decoded).
-pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), CropError> {
-    Ok(open(bytes)?.dimensions())
 }
 
 fn open(bytes: &[u8]) -> Result<impl ImageDecoder + '_, CropError> {
@@ -102,10 +130,12 @@ fn unreadable(e: image::ImageError) -> CropError {
 }
 
 /// Decodes `bytes`, cuts out `crop` plus the margin and encodes it as JPEG.
-pub fn crop_to_jpeg(bytes: &[u8], crop: Crop, limits: &CropLimits) -> Result<Cropped, CropError> {
+/// Decoding starts only if [`estimated_cost`] of the declared size fits in `time_left`.
+pub fn crop_to_jpeg(bytes: &[u8], crop: Crop, limits: &CropLimits, time_left: Duration) -> Result<Cropped, CropError> {
     let mut decoder = open(bytes)?;
     let (width, height) = decoder.dimensions();
-    if u64::from(width) * u64::from(height) > limits.max_pixels {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels {
         return Err(CropError::TooManyPixels { width, height });
     }
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
@@ -113,6 +143,9 @@ pub fn crop_to_jpeg(bytes: &[u8], crop: Crop, limits: &CropLimits) -> Result<Cro
     let region = region(crop, limits.margin_pct, shown_w, shown_h)
         .ok_or(CropError::OutsideImage { width: shown_w, height: shown_h })?;
     let raw = stored_region(orientation, region, width, height);
+    if estimated_cost(pixels) > time_left {
+        return Err(CropError::NoTime);
+    }
 
     let image = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
     let mut piece = image.crop_imm(raw[0], raw[1], raw[2] - raw[0], raw[3] - raw[1]);
@@ -217,7 +250,7 @@ mod tests {
     #[test]
     fn the_crop_shows_the_box_and_only_the_box() {
         let source = png(&DynamicImage::ImageRgb8(gradient(800, 600)));
-        let out = crop_to_jpeg(&source, Crop { x: 200, y: 100, w: 240, h: 320 }, &LIMITS).unwrap();
+        let out = crop_to_jpeg(&source, Crop { x: 200, y: 100, w: 240, h: 320 }, &LIMITS, Duration::MAX).unwrap();
         assert_eq!((out.width, out.height), (240, 320));
         assert_eq!(out.region, [200, 100, 440, 420]);
         let got = decode(&out.jpeg);
@@ -234,16 +267,16 @@ mod tests {
         assert_eq!(region(Crop { x: 2000, y: 0, w: 10, h: 10 }, 10, 1000, 1000), None);
         let source = png(&DynamicImage::ImageRgb8(gradient(400, 300)));
         let limits = CropLimits { margin_pct: 10, ..LIMITS };
-        let out = crop_to_jpeg(&source, Crop { x: 100, y: 100, w: 100, h: 50 }, &limits).unwrap();
+        let out = crop_to_jpeg(&source, Crop { x: 100, y: 100, w: 100, h: 50 }, &limits, Duration::MAX).unwrap();
         assert_eq!((out.width, out.height, out.region), (120, 60, [90, 95, 210, 155]));
-        let outside = crop_to_jpeg(&source, Crop { x: 500, y: 10, w: 10, h: 10 }, &limits).unwrap_err();
+        let outside = crop_to_jpeg(&source, Crop { x: 500, y: 10, w: 10, h: 10 }, &limits, Duration::MAX).unwrap_err();
         assert_eq!(outside, CropError::OutsideImage { width: 400, height: 300 });
     }
 
     #[test]
     fn a_large_crop_is_scaled_to_the_longest_side() {
         let source = png(&DynamicImage::ImageRgb8(gradient(3000, 1000)));
-        let out = crop_to_jpeg(&source, Crop { x: 0, y: 0, w: 3000, h: 600 }, &LIMITS).unwrap();
+        let out = crop_to_jpeg(&source, Crop { x: 0, y: 0, w: 3000, h: 600 }, &LIMITS, Duration::MAX).unwrap();
         assert_eq!((out.width, out.height), (1024, 205));
     }
 
@@ -277,10 +310,10 @@ mod tests {
     fn the_pixel_limit_holds_before_anything_is_decoded() {
         let bomb = jpeg_bomb(20_000, 20_000);
         assert!(bomb.len() < 2_000);
-        assert_eq!(dimensions(&bomb).unwrap(), (20_000, 20_000));
+        assert_eq!(open(&bomb).unwrap().dimensions(), (20_000, 20_000));
         let limits = CropLimits { max_pixels: 30_000_000, ..LIMITS };
         assert_eq!(
-            crop_to_jpeg(&bomb, Crop { x: 0, y: 0, w: 10, h: 10 }, &limits).unwrap_err(),
+            crop_to_jpeg(&bomb, Crop { x: 0, y: 0, w: 10, h: 10 }, &limits, Duration::MAX).unwrap_err(),
             CropError::TooManyPixels { width: 20_000, height: 20_000 }
         );
     }
@@ -304,18 +337,33 @@ mod tests {
         let box_ = Crop { x: 0, y: 0, w: 100, h: 100 };
         for bad in [&jpeg[..jpeg.len() / 3], b"GIF89a......", b"", b"<html>not an image</html>"] {
             assert!(
-                matches!(crop_to_jpeg(bad, box_, &LIMITS), Err(CropError::Unreadable(_))),
+                matches!(crop_to_jpeg(bad, box_, &LIMITS, Duration::MAX), Err(CropError::Unreadable(_))),
                 "{:?}",
                 &bad[..bad.len().min(8)]
             );
         }
-        assert!(crop_to_jpeg(&jpeg, box_, &LIMITS).is_ok());
+        assert!(crop_to_jpeg(&jpeg, box_, &LIMITS, Duration::MAX).is_ok());
+    }
+
+    #[test]
+    fn a_decode_that_would_outlast_the_deadline_does_not_start() {
+        let source = png(&DynamicImage::ImageRgb8(gradient(400, 300)));
+        let box_ = Crop { x: 10, y: 10, w: 100, h: 100 };
+        // 120,000 pixels at the assumed 20 MP/s: 6 ms.
+        assert_eq!(crop_to_jpeg(&source, box_, &LIMITS, Duration::from_millis(5)).unwrap_err(), CropError::NoTime);
+        assert!(crop_to_jpeg(&source, box_, &LIMITS, Duration::from_millis(7)).is_ok());
+        assert_eq!(CropError::NoTime.to_api_error(&LIMITS).status, 504);
     }
 
     #[test]
     fn transparency_becomes_white() {
         let rgba = image::RgbaImage::from_fn(40, 40, |x, _| image::Rgba([0, 0, 0, if x < 20 { 0 } else { 255 }]));
-        let out = crop_to_jpeg(&png(&DynamicImage::ImageRgba8(rgba)), Crop { x: 0, y: 0, w: 40, h: 40 }, &LIMITS);
+        let out = crop_to_jpeg(
+            &png(&DynamicImage::ImageRgba8(rgba)),
+            Crop { x: 0, y: 0, w: 40, h: 40 },
+            &LIMITS,
+            Duration::MAX,
+        );
         let got = decode(&out.unwrap().jpeg);
         assert!(near(*got.get_pixel(4, 20), Rgb([255, 255, 255])) && near(*got.get_pixel(36, 20), Rgb([0, 0, 0])));
     }
@@ -327,7 +375,7 @@ mod tests {
             .write_image(gradient(50, 40).as_raw(), 50, 40, image::ExtendedColorType::Rgb8)
             .unwrap();
         assert_eq!(sniff(&webp), Some(ImageFormat::WebP));
-        let out = crop_to_jpeg(&webp, Crop { x: 10, y: 10, w: 20, h: 20 }, &LIMITS).unwrap();
+        let out = crop_to_jpeg(&webp, Crop { x: 10, y: 10, w: 20, h: 20 }, &LIMITS, Duration::MAX).unwrap();
         assert_eq!((out.width, out.height), (20, 20));
     }
 }

@@ -10,12 +10,7 @@ static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
 
 pub async fn load() -> Result<&'static Config, String> {
     if CONFIG.get().is_none() {
-        let mut values = HashMap::new();
-        for name in VARIABLES {
-            if let Ok(value) = spin_sdk::variables::get(name).await {
-                values.insert(*name, value);
-            }
-        }
+        let values = read(VARIABLES).await;
         let _ = CONFIG.set(Config::from_lookup(|name| values.get(name).cloned()));
     }
     CONFIG.get().expect("set above").as_ref().map_err(Clone::clone)
@@ -26,13 +21,19 @@ static INBOUND: OnceLock<Result<Inbound, String>> = OnceLock::new();
 /// The inbound keys alone: what a component that only checks callers reads.
 pub async fn inbound() -> Result<&'static Inbound, String> {
     if INBOUND.get().is_none() {
-        let mut values = HashMap::new();
-        for name in ["inbound_keys", "inbound_protect_metrics"] {
-            if let Ok(value) = spin_sdk::variables::get(name).await {
-                values.insert(name, value);
-            }
-        }
+        let values = read(&["inbound_keys", "inbound_protect_metrics"]).await;
         let _ = INBOUND.set(Inbound::from_lookup(|name| values.get(name).cloned()));
     }
     INBOUND.get().expect("set above").as_ref().map_err(Clone::clone)
+}
+
+/// The values of those of `names` this component is given (the others take their defaults).
+async fn read(names: &[&'static str]) -> HashMap<&'static str, String> {
+    let mut values = HashMap::new();
+    for name in names {
+        if let Ok(value) = spin_sdk::variables::get(name).await {
+            values.insert(*name, value);
+        }
+    }
+    values
 }

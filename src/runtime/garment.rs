@@ -11,7 +11,7 @@ use super::image_fetch::{self, FetchError};
 use crate::client::Clock;
 use crate::config::SearchCrop;
 use crate::contract::ApiError;
-use crate::crop::{self, CropError, CropLimits};
+use crate::crop::{self, CropError};
 use crate::urls::{Crop, ImageUrl};
 use crate::ximilar;
 
@@ -44,59 +44,16 @@ pub async fn jpeg(ctx: &mut Context, settings: &SearchCrop, source: &ImageUrl, b
         }
         Ok(image) => {
             let cropping = ctx.clock.now();
-            let fits = crop::dimensions(&image).map(|(w, h)| crop::estimated_cost(u64::from(w) * u64::from(h)));
-            let cropped = match fits {
-                Ok(cost) if cost > ctx.remaining() => Err(CropFailure::NoTime),
-                Ok(_) => crop::crop_to_jpeg(&image, b, &settings.limits).map_err(CropFailure::Crop),
-                Err(error) => Err(CropFailure::Crop(error)),
-            };
-            if !matches!(cropped, Err(CropFailure::NoTime)) {
+            let cropped = crop::crop_to_jpeg(&image, b, &settings.limits, ctx.remaining());
+            if cropped.as_ref().err() != Some(&CropError::NoTime) {
                 step.crop = Some(ctx.clock.now() - cropping);
             }
-            match cropped {
-                Ok(garment) => Ok(garment.jpeg),
-                Err(failure) => {
-                    step.outcome = failure.label();
-                    Err(failure.to_api_error(&settings.limits))
-                }
-            }
+            cropped.map(|garment| garment.jpeg).map_err(|error| {
+                step.outcome = error.label();
+                error.to_api_error(&settings.limits)
+            })
         }
     };
     ctx.image = Some(step);
     result
-}
-
-/// Why a downloaded image gave no crop.
-enum CropFailure {
-    Crop(CropError),
-    /// Not enough of the deadline left to decode it.
-    NoTime,
-}
-
-impl CropFailure {
-    fn label(&self) -> &'static str {
-        match self {
-            CropFailure::Crop(CropError::Unreadable(_)) => "unreadable",
-            CropFailure::Crop(CropError::TooManyPixels { .. }) => "too_many_pixels",
-            CropFailure::Crop(CropError::OutsideImage { .. }) => "outside_image",
-            CropFailure::NoTime => "timeout",
-        }
-    }
-
-    fn to_api_error(&self, limits: &CropLimits) -> ApiError {
-        match self {
-            CropFailure::Crop(CropError::Unreadable(why)) => ApiError::invalid("image_unreadable", why.clone()),
-            CropFailure::Crop(CropError::TooManyPixels { width, height }) => ApiError::invalid(
-                "image_unreadable",
-                format!("the image is {width}x{height} pixels, more than the {} allowed", limits.max_pixels),
-            ),
-            CropFailure::Crop(CropError::OutsideImage { width, height }) => ApiError::invalid(
-                "crop_outside_image",
-                format!("the #xywh box lies outside the {width}x{height} image"),
-            ),
-            CropFailure::NoTime => {
-                ApiError::new(504, "image_timeout", "too little of the deadline is left to crop the image")
-            }
-        }
-    }
 }

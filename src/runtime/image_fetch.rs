@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use spin_sdk::http::FullBody;
-use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
-use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
+use spin_sdk::wasip3::http::types::ErrorCode;
 
-use super::upstream::with_timeout;
+use super::upstream::{timeouts, with_timeout};
 use crate::contract::ApiError;
 use crate::image_hosts::{self, ImageHosts};
 
@@ -32,7 +31,7 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// The `outcome` label of `gateway_image_fetches_total`.
+    /// The `outcome` label of `gateway_image_crops_total`.
     pub fn label(&self) -> &'static str {
         match self {
             FetchError::HostNotAllowed => "host_not_allowed",
@@ -124,12 +123,7 @@ fn request(target: &http::Uri, budget: Duration) -> Result<http::Request<FullBod
         .header("user-agent", "ximilar-gw")
         .body(FullBody::new(bytes::Bytes::new()))
         .map_err(|e| FetchError::Failed(e.to_string()))?;
-    let options = RequestOptions::new();
-    let budget = Some(budget.as_nanos().min(u64::MAX as u128) as u64);
-    let _ = options.set_connect_timeout(budget);
-    let _ = options.set_first_byte_timeout(budget);
-    let _ = options.set_between_bytes_timeout(budget);
-    request.extensions_mut().insert(RequestOptionsExtension(options));
+    request.extensions_mut().insert(timeouts(budget));
     Ok(request)
 }
 

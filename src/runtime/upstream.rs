@@ -68,14 +68,20 @@ fn build(request: &UpstreamRequest, budget: Duration) -> anyhow::Result<http::Re
         builder = builder.header(http::header::CONTENT_LENGTH, body.len());
     }
     let mut outgoing = builder.body(FullBody::new(Bytes::from(body)))?;
+    outgoing.extensions_mut().insert(timeouts(budget));
+    Ok(outgoing)
+}
+
+/// Asks the host to give up on a request after `budget`: connect, first byte and
+/// between bytes. Hosts may refuse some options; callers race the exchange
+/// against the budget as well ([`with_timeout`]).
+pub fn timeouts(budget: Duration) -> RequestOptionsExtension {
     let options = RequestOptions::new();
     let budget = Some(nanos(budget));
-    // Hosts may refuse some options; the race in `send` still bounds the try.
     let _ = options.set_connect_timeout(budget);
     let _ = options.set_first_byte_timeout(budget);
     let _ = options.set_between_bytes_timeout(budget);
-    outgoing.extensions_mut().insert(RequestOptionsExtension(options));
-    Ok(outgoing)
+    RequestOptionsExtension(options)
 }
 
 async fn exchange(outgoing: http::Request<FullBody<Bytes>>) -> Result<UpstreamResponse, TransportError> {
