@@ -22,10 +22,28 @@ async fn metric(gw: &Gateway, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ximilar_call_is_not_held_back_by_a_delayed_ack() {
+    // Whether the body is ready before the headers leave is a race, and this VM's
+    // noisy neighbours tilt it for seconds at a time: a batch is measured again (up
+    // to 3 times) before the test fails. The old transport failed every batch.
+    let mut stalled_per_batch = Vec::new();
+    for batch in 0..3 {
+        let stalled = stalled_tries(batch).await;
+        stalled_per_batch.push(stalled);
+        // Measured alone: 13 to 20 of 200 with the body offered first, 52 to 73 without.
+        if stalled <= 33 {
+            return;
+        }
+    }
+    panic!("tries of 25 ms or more, of 200 per batch: {stalled_per_batch:?}");
+}
+
+/// Sends 200 `/detect` misses one at a time through a fresh gateway; returns how
+/// many of its tries at Ximilar took 25 ms or more.
+async fn stalled_tries(batch: usize) -> u32 {
     let gw = gateway(&[]).await;
-    let n = 60;
+    let n = 200;
     for i in 0..n {
-        let url = format!("https://shop.example/nagle-{i}.jpg");
+        let url = format!("https://shop.example/nagle-{batch}-{i}.jpg");
         assert_eq!(gw.post("/detect", &json!({ "url": url }).to_string()).await.status, 200);
     }
     // Each try as the component timed it; the mock answers at once. A body sent as a
@@ -33,7 +51,6 @@ async fn a_ximilar_call_is_not_held_back_by_a_delayed_ack() {
     let fast = metric(&gw, r#"ximilar_request_duration_seconds_bucket{endpoint="detect_tags",le="0.025"}"#).await;
     let all = metric(&gw, r#"ximilar_request_duration_seconds_count{endpoint="detect_tags"}"#).await;
     assert_eq!(all, n as f64);
-    eprintln!("{fast} of {all} tries took under 25 ms");
-    // Measured alone: 56 to 59 of 60 with the body offered first, 41 without.
-    assert!(all - fast <= 10.0, "only {fast} of {all} tries took under 25 ms");
+    eprintln!("batch {batch}: {fast} of {all} tries took under 25 ms");
+    (all - fast) as u32
 }
