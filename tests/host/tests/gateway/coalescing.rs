@@ -32,22 +32,28 @@ async fn at_once(
     out
 }
 
-async fn coalesced(gw: &Gateway, handler: &str) -> f64 {
+/// A handler's series of one counter family in a scrape (0 when absent).
+async fn counter(gw: &Gateway, family: &str, handler: &str) -> f64 {
     let text = gw.get("/metrics").await.text();
-    let series = format!("gateway_coalesced_total{{handler=\"{handler}\"}} ");
+    let series = format!("{family}{{handler=\"{handler}\"}} ");
     text.lines().find_map(|l| l.strip_prefix(&series)?.parse().ok()).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_identical_detects_make_one_call_and_get_one_answer() {
     let gw = Arc::new(gateway(&[]).await);
-    gw.mock.set_latency(Duration::from_millis(200));
+    // Long enough that, even on a loaded machine, the callers arrive while the first one's call is out.
+    gw.mock.set_latency(Duration::from_millis(1000));
     let answers =
         at_once(&gw, 20, "POST", "/detect", json!({ "url": "https://shop.example/new.jpg" }).to_string()).await;
     assert_eq!(gw.upstream(DETECT_PATH), 1, "one billed call for twenty callers");
     assert!(answers.iter().all(|(status, body)| *status == 200 && *body == answers[0].1), "{answers:?}");
     assert_eq!(answers[0].1["items"].as_array().map(Vec::len), Some(3));
-    assert_eq!(coalesced(&gw, "detect").await, 19.0);
+    // One miss; the 19 others waited on it, or (arriving after it finished) found its answer cached.
+    assert_eq!(counter(&gw, "gateway_cache_misses_total", "detect").await, 1.0);
+    assert_eq!(counter(&gw, "gateway_cache_hits_total", "detect").await, 19.0);
+    let coalesced = counter(&gw, "gateway_coalesced_total", "detect").await;
+    assert!((1.0..=19.0).contains(&coalesced), "coalesced {coalesced}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
