@@ -22,7 +22,7 @@ mod sqlite;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -109,11 +109,90 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// How many calls of each kind a store has served, guests' and tests' alike.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OpCounts {
+    pub reads: u64,
+    /// `set` and compare-and-swap writes.
+    pub writes: u64,
+    pub deletes: u64,
+    pub increments: u64,
+    pub listings: u64,
+}
+
+impl std::ops::Sub for OpCounts {
+    type Output = OpCounts;
+    fn sub(self, before: OpCounts) -> OpCounts {
+        OpCounts {
+            reads: self.reads - before.reads,
+            writes: self.writes - before.writes,
+            deletes: self.deletes - before.deletes,
+            increments: self.increments - before.increments,
+            listings: self.listings - before.listings,
+        }
+    }
+}
+
+/// A backend that counts the calls it passes on, so tests can hold a request to a
+/// number of store calls (each one blocks its instance on Spin's SQLite store).
+struct Counted {
+    inner: Arc<dyn StoreBackend>,
+    counts: Mutex<OpCounts>,
+}
+
+impl Counted {
+    fn new(inner: Arc<dyn StoreBackend>) -> Counted {
+        Counted { inner, counts: Mutex::default() }
+    }
+
+    fn count(&self, op: impl FnOnce(&mut OpCounts)) {
+        op(&mut self.counts.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+impl StoreBackend for Counted {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.count(|c| c.reads += 1);
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.count(|c| c.writes += 1);
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.count(|c| c.deletes += 1);
+        self.inner.delete(key)
+    }
+    fn keys(&self) -> Result<Vec<String>, StoreError> {
+        self.count(|c| c.listings += 1);
+        self.inner.keys()
+    }
+    fn stream_keys(&self) -> KeyStream {
+        self.count(|c| c.listings += 1);
+        self.inner.stream_keys()
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.count(|c| c.increments += 1);
+        self.inner.increment(key, delta)
+    }
+    fn swap(&self, key: &str, expected: Option<&[u8]>, value: &[u8]) -> Result<bool, StoreError> {
+        self.count(|c| c.writes += 1);
+        self.inner.swap(key, expected, value)
+    }
+    fn clear(&self) {
+        self.inner.clear()
+    }
+}
+
 /// A test's view of one store.
 #[derive(Clone)]
-pub struct KvHandle(Arc<dyn StoreBackend>);
+pub struct KvHandle(Arc<Counted>);
 
 impl KvHandle {
+    /// The calls this store has served so far (take two and subtract).
+    pub fn ops(&self) -> OpCounts {
+        *self.0.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
     /// Raw bytes at `key`.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         self.0.get(key).expect("store readable")
@@ -149,12 +228,12 @@ impl KvHandle {
 
 /// All the stores of one app, by label.
 #[derive(Default)]
-pub struct KvStores(HashMap<String, Arc<dyn StoreBackend>>);
+pub struct KvStores(HashMap<String, Arc<Counted>>);
 
 impl KvStores {
     /// `default` (in memory) plus the stores of the runtime config, on `backend`.
     pub fn new(configs: &[KvStoreConfig], backend: KvBackend, lock_limit: Duration) -> anyhow::Result<KvStores> {
-        let mut map: HashMap<String, Arc<dyn StoreBackend>> = HashMap::new();
+        let mut map: HashMap<String, Arc<Counted>> = HashMap::new();
         let default = KvStoreConfig { label: "default".into(), kind: "spin".into(), path: None };
         for config in configs.iter().chain([&default]) {
             if map.contains_key(&config.label) {
@@ -167,7 +246,7 @@ impl KvStores {
                 }
                 _ => Arc::new(map::MapStore::default()),
             };
-            map.insert(config.label.clone(), store);
+            map.insert(config.label.clone(), Arc::new(Counted::new(store)));
         }
         Ok(KvStores(map))
     }
@@ -203,7 +282,8 @@ impl KvAccess {
         if !self.allowed.contains(label) {
             return Err(OpenError::AccessDenied);
         }
-        self.stores.0.get(label).cloned().ok_or(OpenError::NoSuchStore)
+        let store = self.stores.0.get(label).ok_or(OpenError::NoSuchStore)?;
+        Ok(store.clone())
     }
 
     fn store<T: 'static>(&self, r: &Resource<T>) -> wasmtime::Result<Arc<dyn StoreBackend>> {

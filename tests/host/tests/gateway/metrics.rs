@@ -76,6 +76,23 @@ async fn request_counts_add_up_across_concurrent_requests() {
     assert_eq!(raw, (N as i64).to_le_bytes().to_vec());
 }
 
+/// Every store call blocks its instance on Spin's SQLite store, so a miss's calls are counted
+/// (BENCHMARKS.md quotes them).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_miss_costs_seventeen_store_calls_and_lists_nothing() {
+    let gw = gateway(&[]).await;
+    let (metrics, cache) = (gw.app.kv("metrics").unwrap(), gw.app.kv("cache").unwrap());
+    let before = (metrics.ops(), cache.ops());
+    assert_eq!(gw.post("/detect", &json!({ "url": "https://shop.example/a.jpg" }).to_string()).await.status, 200);
+    let (counters, cached) = (metrics.ops() - before.0, cache.ops() - before.1);
+    // Counters: in progress up and down, the request's count, bucket and sum, the try's count,
+    // bucket and sum, the billed record, the cache miss; and the breaker's two reads.
+    assert_eq!((counters.increments, counters.reads, counters.writes), (10, 2, 0), "{counters:?}");
+    // Cache: lookup, lease, second lookup, write, release.
+    assert_eq!((cached.reads, cached.increments, cached.writes, cached.deletes), (2, 1, 1, 1), "{cached:?}");
+    assert_eq!(counters.listings + cached.listings, 0, "no request lists keys");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_errors_and_cache_are_counted() {
     let gw = gateway(&[]).await;
