@@ -152,6 +152,7 @@ impl Context {
                     // A leader may have answered between our lookup and our lease.
                     if let Some(hit) = self.cache.get(key).await {
                         self.cache.release_lease(&lease);
+                        self.cache_outcome = CacheOutcome::Hit;
                         return Ok(Found::Cached(hit));
                     }
                     return Ok(Found::Lead(Some(lease)));
