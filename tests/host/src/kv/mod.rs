@@ -134,15 +134,18 @@ impl std::ops::Sub for OpCounts {
 }
 
 /// A backend that counts the calls it passes on, so tests can hold a request to a
-/// number of store calls (each one blocks its instance on Spin's SQLite store).
+/// number of store calls (each one blocks its instance on Spin's SQLite store). It can
+/// also write a value just after a read, for races that timing cannot stage reliably.
 struct Counted {
     inner: Arc<dyn StoreBackend>,
     counts: Mutex<OpCounts>,
+    /// (key, value): written right after the next read of `key` has returned.
+    after_read: Mutex<Option<(String, Vec<u8>)>>,
 }
 
 impl Counted {
     fn new(inner: Arc<dyn StoreBackend>) -> Counted {
-        Counted { inner, counts: Mutex::default() }
+        Counted { inner, counts: Mutex::default(), after_read: Mutex::default() }
     }
 
     fn count(&self, op: impl FnOnce(&mut OpCounts)) {
@@ -153,7 +156,12 @@ impl Counted {
 impl StoreBackend for Counted {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.count(|c| c.reads += 1);
-        self.inner.get(key)
+        let found = self.inner.get(key);
+        let mut hook = self.after_read.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, value)) = hook.take_if(|(k, _)| k == key) {
+            self.inner.set(key, &value)?;
+        }
+        found
     }
     fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.count(|c| c.writes += 1);
@@ -192,6 +200,11 @@ impl KvHandle {
     /// The calls this store has served so far (take two and subtract).
     pub fn ops(&self) -> OpCounts {
         *self.0.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Writes `value` at `key` right after the next read of `key` has returned what was
+    /// there: as if another request wrote it between that read and the reader's next call.
+    pub fn set_after_next_read(&self, key: &str, value: impl Into<Vec<u8>>) {
+        *self.0.after_read.lock().unwrap_or_else(|e| e.into_inner()) = Some((key.to_string(), value.into()));
     }
     /// Raw bytes at `key`.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {

@@ -130,3 +130,25 @@ async fn a_hung_leader_never_keeps_followers_past_their_deadline() {
     assert_eq!(gw.upstream(DETECT_PATH), 2);
     assert!(took < Duration::from_millis(2000), "{took:?}");
 }
+
+/// The race the second lookup exists for: a leader answers between a request's cache
+/// lookup and its lease. The request must use that answer (no second billed call) and
+/// count it as the cache hit it is. Staged with the store's read hook, not with timing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_that_lands_between_lookup_and_lease_is_a_hit_not_a_second_call() {
+    let gw = gateway(&[]).await;
+    let body = json!({ "url": "https://shop.example/raced.jpg" }).to_string();
+    assert_eq!(gw.post("/detect", &body).await.status, 200);
+    let kv = gw.app.kv("cache").unwrap();
+    let slot = kv.keys().remove(0);
+    let entry = kv.get(&slot).unwrap();
+    // Back to before the leader answered; its answer lands just after the next lookup.
+    kv.delete(&slot);
+    kv.set_after_next_read(&slot, entry);
+    let raced = gw.post("/detect", &body).await;
+    assert_eq!((raced.status, raced.header("x-cache")), (200, Some("HIT")));
+    assert_eq!(gw.upstream(DETECT_PATH), 1, "the leader's call is the only one");
+    assert_eq!(counter(&gw, "gateway_cache_hits_total", "detect").await, 1.0);
+    assert_eq!(counter(&gw, "gateway_cache_misses_total", "detect").await, 1.0);
+    assert_eq!(counter(&gw, "gateway_coalesced_total", "detect").await, 0.0);
+}
