@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TagMode};
-use crate::urls::{self, ImageUrl};
+use crate::urls::ImageUrl;
 
 /// How many store keys the cache may use. At a few KiB an entry (a detection
 /// with every garment's tags), the store stays within some tens of MiB.
@@ -83,10 +83,10 @@ pub fn search_key(config: &Config, query: &ImageUrl, category: Option<&str>, top
         (Some(crop), Some(b)) => (
             format!("crop:{}:{}:{}", crop.limits.margin_pct, crop.limits.max_side, crop.limits.quality),
             // The box as numbers: `pixel:10,20,...` and `10,20,...` are one crop.
-            format!("{}#xywh={},{},{},{}", source_key(query), b.x, b.y, b.w, b.h),
+            format!("{}#xywh={},{},{},{}", query.source_url().cache_key(), b.x, b.y, b.w, b.h),
         ),
         // The source photo is what Ximilar gets, so every crop of it shares the key.
-        _ => (String::new(), source_key(query)),
+        _ => (String::new(), query.source_url().cache_key()),
     };
     if !settings.is_empty() {
         parts.push(&settings);
@@ -95,10 +95,6 @@ pub fn search_key(config: &Config, query: &ImageUrl, category: Option<&str>, top
     // The category's length makes the key unambiguous whatever it contains.
     let category = if filter_field.is_empty() { "" } else { category.unwrap_or("") };
     format!("search:{fp}:{top_k}:{}:{category}:{image}", category.len())
-}
-
-fn source_key(url: &ImageUrl) -> String {
-    urls::parse_image_url(url.source()).expect("the source of a valid URL is valid").cache_key()
 }
 
 /// The health probe's verdict, for the token and host it was probed with.

@@ -70,6 +70,12 @@ impl ImageUrl {
         self.0.split('#').next().unwrap_or_default()
     }
 
+    /// The photo a `crop_url` names: this URL without its fragment. It is valid
+    /// whenever the whole URL is, so it is not validated again.
+    pub fn source_url(&self) -> ImageUrl {
+        ImageUrl(self.source().to_string())
+    }
+
     /// The crop named by an `#xywh=x,y,w,h` fragment (pixels), if any
     /// (validation has already refused one that does not parse).
     pub fn crop(&self) -> Option<Crop> {
@@ -139,6 +145,9 @@ mod tests {
         let parsed = url(&c);
         assert_eq!(parsed.crop().unwrap().to_bbox(), [212, 340, 705, 1122]);
         assert_eq!(parsed.source(), "https://shop.example/a.jpg?sig=1");
+        let photo = parsed.source_url();
+        assert_eq!((photo.as_str(), photo.crop()), ("https://shop.example/a.jpg?sig=1", None));
+        assert_eq!(photo, url("https://shop.example/a.jpg?sig=1"), "the same as parsing the source");
     }
 
     #[test]

@@ -94,8 +94,6 @@ pub fn tag(config: &Config, request_id: &str, image_url: &str) -> UpstreamReques
     }
 }
 
-/// Nearest neighbours of one image in the configured collection. The
-/// collection travels in the `collection-id` header, never in the body.
 /// The picture a search asks about.
 #[derive(Debug, Clone, Copy)]
 pub enum QueryImage<'a> {
@@ -105,6 +103,8 @@ pub enum QueryImage<'a> {
     Inline(&'a [u8]),
 }
 
+/// Nearest neighbours of one image in the configured collection. The
+/// collection travels in the `collection-id` header, never in the body.
 pub fn visual_knn(
     config: &Config,
     request_id: &str,

@@ -11,7 +11,7 @@ use crate::config::{Config, TagMode};
 use crate::contract::{self, ApiError, DetectResponse, HealthResponse, SearchResponse, TagResponse};
 use crate::mapping::{self, DetectedItem};
 use crate::metrics;
-use crate::urls::{self, ImageUrl};
+use crate::urls::ImageUrl;
 use crate::ximilar::{self, QueryImage};
 
 pub struct Detect;
@@ -28,7 +28,7 @@ impl Endpoint for Detect {
         let config = ctx.config().await?;
         ctx.use_cache(config.cache_ttl).await;
         let request = contract::parse_image_request(&ctx.body)?;
-        let detected = detection(ctx, &source_of(&request.url)).await?;
+        let detected = detection(ctx, &request.url.source_url()).await?;
         Ok(Answer::json(&DetectResponse { items: detected.into_iter().map(|d| d.item).collect() }))
     }
 }
@@ -45,7 +45,7 @@ impl Endpoint for Tag {
         // the garment whose box fills the crop best, whether or not the caller's
         // box is byte-identical to a `crop_url` that `/detect` returned.
         if let Some(crop) = request.url.crop() {
-            let detected = detection(ctx, &source_of(&request.url)).await?;
+            let detected = detection(ctx, &request.url.source_url()).await?;
             let item = mapping::item_for_crop(&detected, crop).ok_or_else(|| {
                 ApiError::invalid("crop_not_found", "Ximilar found no garment matching the crop in the image")
             })?;
@@ -82,7 +82,7 @@ impl Endpoint for Search {
         if let Some((settings, _)) = crop {
             garment::refuse_unless_allowed(ctx, settings, &request.crop_url)?;
         }
-        let source = source_of(&request.crop_url);
+        let source = request.crop_url.source_url();
         let key = cache::search_key(config, &request.crop_url, request.category.as_deref(), request.top_k);
         let lease = match ctx.cached_or_lead::<SearchResponse>(&key).await? {
             Found::Cached(hit) => return Ok(Answer::json(&hit)),
@@ -210,9 +210,4 @@ async fn tag_upstream(ctx: &mut Context, config: &Config, url: &ImageUrl) -> Res
         TagMode::Fashion => mapping::tag_record(record),
         TagMode::Classify { .. } => mapping::classify_record(record),
     })
-}
-
-/// The image itself, without any crop fragment.
-fn source_of(url: &ImageUrl) -> ImageUrl {
-    urls::parse_image_url(url.source()).expect("the source of a valid URL is valid")
 }
