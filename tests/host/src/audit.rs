@@ -189,6 +189,14 @@ mod tests {
     }
 
     #[test]
+    fn the_world_in_wit_allows_spin_sqlite() {
+        let world = world_imports(&crate::workspace_root().join("wit")).unwrap();
+        assert_eq!(check_import("spin:sqlite/sqlite@3.1.0", &world), None);
+        assert!(check_import("spin:sqlite/sqlite@3.2.0", &world).is_some(), "newer than Spin 4.0.2's");
+        assert!(check_import("fermyon:spin/sqlite@2.0.0", &world).is_some(), "the older package is not in the world");
+    }
+
+    #[test]
     fn foreign_or_wrong_versions_fail() {
         let a = allowed();
         assert!(check_import("wasi:http/types@0.3.0", &a).unwrap().contains("=6.0.0"));

@@ -97,6 +97,8 @@ async fn serve(args: Args) -> Result<()> {
     opts.runtime_config = args.get("runtime-config-file").map(PathBuf::from);
     opts.listen = args.get("listen").unwrap_or("127.0.0.1:3000").parse().context("--listen")?;
     opts.env = std::env::vars().collect();
+    // Like `spin up`: SQLite paths relative to the working directory, `default` in ./.spin.
+    opts.database_dir = Some(std::env::current_dir()?);
     opts.echo_logs = true;
 
     let _mock = if args.has("--mock") {

@@ -56,6 +56,8 @@ pub struct ComponentDecl {
     /// Entries as written: they may be templates such as `"{{ api_url }}"`.
     pub allowed_outbound_hosts: Vec<String>,
     pub key_value_stores: Vec<String>,
+    /// `sqlite_databases`: the database labels the component may open.
+    pub sqlite_databases: Vec<String>,
     /// Component variable name -> template over application variables.
     pub variables: BTreeMap<String, String>,
     /// `environment`: variables the component sees through wasi:cli/environment.
@@ -88,6 +90,8 @@ struct RawComponent {
     allowed_http_hosts: Option<toml::Value>,
     #[serde(default)]
     key_value_stores: Vec<String>,
+    #[serde(default)]
+    sqlite_databases: Vec<String>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
     #[serde(default)]
@@ -166,6 +170,7 @@ impl Manifest {
                     source,
                     allowed_outbound_hosts: raw_c.allowed_outbound_hosts,
                     key_value_stores: raw_c.key_value_stores,
+                    sqlite_databases: raw_c.sqlite_databases,
                     variables: raw_c.variables,
                     environment: raw_c.environment,
                 },
@@ -244,6 +249,7 @@ component = "a"
 source = "a.wasm"
 allowed_outbound_hosts = ["{{ api_url }}"]
 key_value_stores = ["default"]
+sqlite_databases = ["default", "gateway"]
 [component.a.build]
 command = "true"
 [component.a.variables]
@@ -262,6 +268,9 @@ url = "{{ api_url }}/x"
         assert_eq!(a.source, Path::new("/tmp/app/a.wasm"));
         assert_eq!(a.allowed_outbound_hosts, vec!["{{ api_url }}"]);
         assert_eq!(a.variables["url"], "{{ api_url }}/x");
+        assert_eq!(a.sqlite_databases, vec!["default", "gateway"]);
+        let without = SAMPLE.replace("sqlite_databases = [\"default\", \"gateway\"]\n", "");
+        assert!(Manifest::parse(&without, Path::new("/")).unwrap().components["a"].sqlite_databases.is_empty());
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! The parts of a Spin runtime config file (`--runtime-config-file`) the test host honours:
-//! `[[variables_provider]]` (env and static) and the `[key_value_store.<label>]` tables.
+//! `[[variables_provider]]` (env and static), the `[key_value_store.<label>]` tables and the
+//! `[sqlite_database.<label>]` tables.
 //! A `type = "spin"` store becomes Spin's SQLite store (the file at `path`, resolved against
 //! the runtime config's directory as Spin does, or memory without one); see `kv`.
+//! A `type = "spin"` database is a local SQLite database (the file at `path`, or memory);
+//! Spin resolves a relative database path against its working directory, not against the
+//! runtime config, so `path` is kept as written here and resolved by `sqlite_db`.
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -15,6 +19,8 @@ pub struct RuntimeConfig {
     pub variable_providers: Vec<Provider>,
     /// Key-value stores declared in the file, in file order. `default` always exists besides these.
     pub key_value_stores: Vec<KvStoreConfig>,
+    /// SQLite databases declared in the file. `default` always exists besides these.
+    pub sqlite_databases: Vec<SqliteDatabaseConfig>,
 }
 
 /// One `[key_value_store.<label>]` table.
@@ -25,6 +31,16 @@ pub struct KvStoreConfig {
     pub kind: String,
     /// For `spin`: the database file, already resolved; `None` = in memory.
     pub path: Option<PathBuf>,
+}
+
+/// One `[sqlite_database.<label>]` table of `type = "spin"` (the only type the host runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqliteDatabaseConfig {
+    pub label: String,
+    /// The database file as written (relative or absolute); `None` = in memory.
+    pub path: Option<PathBuf>,
+    /// Spin's `allow_attach_file`: without it, `ATTACH` of a file is refused.
+    pub allow_attach_file: bool,
 }
 
 impl RuntimeConfig {
@@ -74,8 +90,42 @@ impl RuntimeConfig {
                 config.key_value_stores.push(KvStoreConfig { label: label.clone(), kind: kind.to_string(), path });
             }
         }
+
+        if let Some(databases) = table.get("sqlite_database") {
+            let Some(databases) = databases.as_table() else {
+                bail!("sqlite_database must be a table of labels");
+            };
+            for (label, database) in databases {
+                let database = parse_sqlite_database(database).with_context(|| format!("sqlite_database.{label}"))?;
+                config.sqlite_databases.push(SqliteDatabaseConfig { label: label.clone(), ..database });
+            }
+        }
         Ok(config)
     }
+}
+
+/// A database table as Spin reads it: `type` first, then that type's fields, unknown
+/// fields refused.
+fn parse_sqlite_database(database: &toml::Value) -> Result<SqliteDatabaseConfig> {
+    let Some(fields) = database.as_table() else { bail!("must be a table") };
+    match fields.get("type").map(|t| t.as_str().context("`type` must be a string")).transpose()? {
+        Some("spin") => {}
+        Some("libsql") => bail!("type \"libsql\" (a remote database) is not supported by the test host"),
+        Some(other) => bail!("Unknown database kind: {other}"),
+        None => bail!("missing field `type`"),
+    }
+    let mut config = SqliteDatabaseConfig { label: String::new(), path: None, allow_attach_file: false };
+    for (key, value) in fields {
+        match key.as_str() {
+            "type" => {}
+            "path" => config.path = Some(PathBuf::from(value.as_str().context("`path` must be a string")?)),
+            "allow_attach_file" => {
+                config.allow_attach_file = value.as_bool().context("`allow_attach_file` must be a boolean")?
+            }
+            other => bail!("unknown field `{other}`, expected `path` or `allow_attach_file`"),
+        }
+    }
+    Ok(config)
 }
 
 fn parse_provider(p: &toml::Value) -> Result<Provider> {
@@ -137,6 +187,46 @@ type = "spin"
         assert!(matches!(&c.variable_providers[0], Provider::Env { prefix, dotenv_path }
             if prefix == "XIMILAR" && dotenv_path.as_deref() == Some(Path::new(".env"))));
         assert!(matches!(&c.variable_providers[1], Provider::Static(m) if m["a"] == "1"));
+    }
+
+    #[test]
+    fn reads_sqlite_databases_with_and_without_a_path() {
+        let c = RuntimeConfig::parse(
+            r#"
+[sqlite_database.gateway]
+type = "spin"
+path = "data/gateway.db"
+[sqlite_database.scratch]
+type = "spin"
+allow_attach_file = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.sqlite_databases,
+            vec![
+                SqliteDatabaseConfig {
+                    label: "gateway".into(),
+                    path: Some(PathBuf::from("data/gateway.db")),
+                    allow_attach_file: false
+                },
+                SqliteDatabaseConfig { label: "scratch".into(), path: None, allow_attach_file: true },
+            ]
+        );
+        assert!(RuntimeConfig::parse("").unwrap().sqlite_databases.is_empty());
+    }
+
+    #[test]
+    fn sqlite_databases_spin_cannot_run_here_are_errors() {
+        for (table, expected) in [
+            ("type = \"libsql\"\nurl = \"https://x\"\ntoken = \"t\"", "libsql"),
+            ("type = \"postgres\"", "Unknown database kind"),
+            ("path = \"x.db\"", "missing field `type`"),
+            ("type = \"spin\"\nfile = \"x.db\"", "unknown field `file`"),
+        ] {
+            let err = RuntimeConfig::parse(&format!("[sqlite_database.x]\n{table}\n")).unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{table}: {err:#}");
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@ use crate::manifest::Manifest;
 use crate::outbound::{AllowedHosts, ConnectionPool, DeniedCall, OutboundLedger, OutboundPolicy};
 use crate::routing::{RouteMatch, Router};
 use crate::runtime_config::RuntimeConfig;
+use crate::sqlite_db::{ScratchDir, SqliteAccess, SqliteDatabases, SqliteHandle, SqliteHost};
 use crate::variables::{self, ComponentVariables, Environment, Provider, Template, VarsCtx, VarsHost};
 use crate::{bindings, engine};
 
@@ -46,8 +47,8 @@ use crate::{bindings, engine};
 pub struct AppOptions {
     /// Path of `spin.toml`.
     pub manifest: PathBuf,
-    /// `--runtime-config-file`; `None` = only the `default` key-value store and Spin's
-    /// default variables provider.
+    /// `--runtime-config-file`; `None` = only the `default` key-value store and SQLite
+    /// database, and Spin's default variables provider.
     pub runtime_config: Option<PathBuf>,
     /// Explicit overrides, like `spin up --variable k=v` (highest precedence).
     pub variables: HashMap<String, String>,
@@ -66,9 +67,14 @@ pub struct AppOptions {
     /// The key-value model: Spin's SQLite store (default) or a plain map
     /// (`SPIN_TEST_HOST_KV=map`).
     pub kv_backend: KvBackend,
-    /// How long a key-value call may wait for a store's lock before the model reports the
-    /// deadlock Spin would hang in.
+    /// How long a key-value call, or a SQLite call waiting for its connection, may wait for a
+    /// lock before the model reports the deadlock Spin would hang in.
     pub kv_lock_limit: Duration,
+    /// Where the SQLite files live: relative `[sqlite_database.<label>] path`s resolve against
+    /// it (Spin: its working directory) and `default` is `.spin/sqlite_db.db` in it (Spin: the
+    /// app's `.spin` state directory). `None` = a fresh temporary directory for this app,
+    /// removed once the app is dropped.
+    pub database_dir: Option<PathBuf>,
     /// Added to the wall clock the components see (`RunningApp::advance_wall_clock`), for
     /// tests of what happens tomorrow; the host's own clocks are unaffected.
     pub wall_clock_offset: Arc<ShiftedWallClock>,
@@ -127,6 +133,7 @@ impl Default for AppOptions {
             reuse: InstanceReuse::default(),
             kv_backend: KvBackend::from_env(),
             kv_lock_limit: LOCK_WAIT_LIMIT,
+            database_dir: None,
             wall_clock_offset: Arc::default(),
         }
     }
@@ -179,6 +186,11 @@ impl RunningApp {
     /// A key-value store by label (`default` or a runtime-config label).
     pub fn kv(&self, label: &str) -> Option<KvHandle> {
         self.app.kv.handle(label)
+    }
+
+    /// A SQLite database by label (`default` or a runtime-config label).
+    pub fn sqlite(&self, label: &str) -> Option<SqliteHandle> {
+        self.app.sqlite.handle(label)
     }
 
     /// Lines the components wrote to stderr, in order.
@@ -259,10 +271,13 @@ struct App {
     components: HashMap<String, ProxyHandler<ComponentHost>>,
     ledger: Arc<OutboundLedger>,
     kv: Arc<KvStores>,
+    sqlite: Arc<SqliteDatabases>,
     logs: Arc<LogSink>,
     errors: Arc<Mutex<Vec<String>>>,
     variables: HashMap<String, String>,
     wall_clock: Arc<ShiftedWallClock>,
+    /// The temporary database directory when the options named none; removed with the app.
+    _scratch: Option<ScratchDir>,
 }
 
 /// Loads the manifest and runtime config, resolves variables, compiles the components and
@@ -290,6 +305,14 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
         KvStores::new(&runtime.key_value_stores, opts.kv_backend, opts.kv_lock_limit)
             .context("opening the key-value stores")?,
     );
+    let scratch = if opts.database_dir.is_none() { Some(ScratchDir::new()?) } else { None };
+    let database_dir = opts.database_dir.as_deref().or(scratch.as_ref().map(ScratchDir::path)).expect("a directory");
+    let sqlite = Arc::new(
+        SqliteDatabases::new(&runtime.sqlite_databases, database_dir, opts.kv_lock_limit)
+            .context("configuring the SQLite databases")?,
+    );
+    // Spin checks every component, routed or not.
+    sqlite.check_components(&manifest)?;
     let ledger = Arc::new(OutboundLedger::default());
     let logs = LogSink::new(opts.echo_logs);
     let errors = Arc::new(Mutex::new(Vec::new()));
@@ -338,6 +361,8 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
             },
             kv_allowed: Arc::new(decl.key_value_stores.iter().cloned().collect()),
             kv: kv.clone(),
+            sqlite_allowed: Arc::new(decl.sqlite_databases.iter().cloned().collect()),
+            sqlite: sqlite.clone(),
             environment: decl.environment.clone(),
             logs: logs.clone(),
             errors: errors.clone(),
@@ -357,10 +382,12 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
         components,
         ledger,
         kv,
+        sqlite,
         logs,
         errors,
         variables: app_values,
         wall_clock: opts.wall_clock_offset.clone(),
+        _scratch: scratch,
     });
 
     let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -379,6 +406,7 @@ fn link_host_interfaces(linker: &mut Linker<InstanceData>) -> Result<()> {
     bindings::spin::key_value::key_value::add_to_linker::<_, KvHost>(linker, |d| &mut d.kv)?;
     bindings::wasi::keyvalue::store::add_to_linker::<_, KvHost>(linker, |d| &mut d.kv)?;
     bindings::wasi::keyvalue::atomics::add_to_linker::<_, KvHost>(linker, |d| &mut d.kv)?;
+    bindings::spin::sqlite::sqlite::add_to_linker::<_, SqliteHost>(linker, |d| &mut d.sqlite)?;
     Ok(())
 }
 
@@ -392,6 +420,8 @@ struct ComponentHost {
     policy: OutboundPolicy,
     kv_allowed: Arc<HashSet<String>>,
     kv: Arc<KvStores>,
+    sqlite_allowed: Arc<HashSet<String>>,
+    sqlite: Arc<SqliteDatabases>,
     environment: std::collections::BTreeMap<String, String>,
     logs: Arc<LogSink>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -407,6 +437,7 @@ pub(crate) struct InstanceData {
     hooks: OutboundPolicy,
     vars: VarsCtx,
     kv: KvAccess,
+    sqlite: SqliteAccess,
 }
 
 impl WasiView for InstanceData {
@@ -439,6 +470,7 @@ impl HandlerState for ComponentHost {
             hooks: self.policy.clone(),
             vars: VarsCtx(self.vars.clone()),
             kv: KvAccess { allowed: self.kv_allowed.clone(), stores: self.kv.clone(), table: ResourceTable::new() },
+            sqlite: SqliteAccess::new(self.sqlite_allowed.clone(), self.sqlite.clone()),
         };
         Ok(StoreBundle { store: Store::new(engine::engine(), data), write_profile: Box::new(|_| {}) })
     }

@@ -26,13 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use wasmtime::component::{
-    Accessor, Destination, FutureReader, HasData, Resource, ResourceTable, StreamProducer, StreamReader, StreamResult,
-};
-use wasmtime::StoreContextMut;
+use wasmtime::component::{Accessor, FutureReader, HasData, Resource, ResourceTable, StreamReader};
 
 use crate::bindings::spin::key_value::key_value as v3;
 use crate::bindings::wasi::keyvalue::{atomics, store as wasi_store};
+use crate::channel_stream::ChannelProducer;
 use crate::runtime_config::KvStoreConfig;
 
 pub use sqlite::LOCK_WAIT_LIMIT;
@@ -319,35 +317,6 @@ fn outcome<T, E>(result: Result<T, StoreError>, other: impl FnOnce(String) -> E)
     }
 }
 
-/// Feeds a `get-keys` stream from the listing's channel, one key per read.
-struct KeyProducer(mpsc::Receiver<String>);
-
-impl<D> StreamProducer<D> for KeyProducer {
-    type Item = String;
-    type Buffer = Option<String>;
-
-    fn poll_produce<'a>(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        store: StoreContextMut<'a, D>,
-        mut destination: Destination<'a, String, Option<String>>,
-        finish: bool,
-    ) -> Poll<wasmtime::Result<StreamResult>> {
-        if destination.remaining(store) == Some(0) {
-            return Poll::Ready(Ok(StreamResult::Completed));
-        }
-        match self.get_mut().0.poll_recv(cx) {
-            Poll::Ready(Some(key)) => {
-                destination.set_buffer(Some(key));
-                Poll::Ready(Ok(StreamResult::Completed))
-            }
-            Poll::Ready(None) => Poll::Ready(Ok(StreamResult::Dropped)),
-            Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
 /// The listing's outcome, for the `get-keys` future.
 struct ListingDone(oneshot::Receiver<Result<(), StoreError>>);
 
@@ -440,7 +409,7 @@ impl v3::HostStoreWithStore for KvHost {
         let store = acc.with(|mut a| a.get().store(&this))?;
         let listing = store.stream_keys();
         acc.with(|mut a| {
-            let keys = StreamReader::new(&mut a, KeyProducer(listing.keys))?;
+            let keys = StreamReader::new(&mut a, ChannelProducer(listing.keys))?;
             let done = FutureReader::new(&mut a, ListingDone(listing.done))?;
             Ok((keys, done))
         })

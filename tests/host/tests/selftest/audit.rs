@@ -28,6 +28,7 @@ fn the_world_lists_spin_and_wasi_interfaces_at_the_pinned_versions() {
         "spin:key-value/key-value@3.0.0",
         "wasi:keyvalue/store@0.2.0-draft2",
         "wasi:keyvalue/atomics@0.2.0-draft2",
+        "spin:sqlite/sqlite@3.1.0",
         "wasi:http/types@0.3.0-rc-2026-03-15",
         "wasi:http/client@0.3.0-rc-2026-03-15",
         "wasi:clocks/monotonic-clock@0.3.0-rc-2026-03-15",

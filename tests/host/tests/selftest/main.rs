@@ -12,4 +12,5 @@ mod mock;
 mod outbound;
 mod routing;
 mod runtime;
+mod sqlite;
 mod variables;
