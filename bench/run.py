@@ -14,7 +14,7 @@ Default mode (the test host, one run, everything against `spin-test-host mock`):
     forwarder  bench/forwarder (a bare Spin component that forwards the body) on the test host
     gateway    spin.toml on the test host, POST /detect, cache on and every URL new, so every
                request is a miss that is written to the cache (the costly path); one target
-               per --runtime-configs entry: default (runtime-config.toml), memory, file
+               per --runtime-configs entry: default (runtime-config.toml), memory, file, sqlite
   The test host's key-value model is Spin's SQLite store, with its lock, blocking calls and
   synced writes (tests/host/src/kv/sqlite.rs); Redis is not modelled (use --base-url).
   scenarios:

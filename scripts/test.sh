@@ -3,7 +3,8 @@
 # builds the wasm components, runs clippy with warnings denied, then runs, in order:
 #   1. cargo tests: native unit tests, manifest checks, property fuzzing, the
 #      test host's self-tests, and the end-to-end tests of the built components
-#      (on the test host's model of Spin's SQLite store, then on plain maps);
+#      (state in the test host's model of Spin's key-value store, then in its
+#      model of Spin's SQLite database, then in plain maps);
 #   2. promtool on a real /metrics scrape from those end-to-end tests;
 #   3. the deployment checks (compose, Dockerfile, runtime config, alert rules);
 #   4. schemathesis against openapi.yaml and the gateway on the test host;
@@ -62,12 +63,19 @@ export PROPTEST_CASES="${PROPTEST_CASES:-2000}"
 cargo test --release --workspace --exclude detect --exclude tag --exclude search \
     --exclude health --exclude metrics --exclude forwarder
 
-step "end-to-end tests again on the test host's plain in-memory key-value stores"
-# The run above used its model of Spin's SQLite store (locks, blocking calls); the
-# gateway must behave the same on a store without them (Redis is closer to this).
+# The run above kept the gateway's state where it does by default, in Spin's key-value
+# stores (the test host's model of Spin's SQLite key-value store: locks, blocking calls).
+# The same tests again with XIMILAR_STATE_STORE=sqlite (Spin's SQLite database), then
+# with the key-value stores as plain maps, which behave like Redis in what matters here
+# (no lock, no blocking).
 # (Same package selection as above, so cargo reuses that build instead of re-resolving features.)
-run env SPIN_TEST_HOST_KV=map cargo test --release --workspace --exclude detect --exclude tag --exclude search \
-    --exclude health --exclude metrics --exclude forwarder --test gateway
+step "end-to-end tests again with the state in Spin's SQLite database"
+run env XGW_E2E_STATE_STORE=sqlite cargo test --release --workspace --exclude detect --exclude tag \
+    --exclude search --exclude health --exclude metrics --exclude forwarder --test gateway
+
+step "end-to-end tests again with the state in plain in-memory key-value stores"
+run env SPIN_TEST_HOST_KV=map cargo test --release --workspace --exclude detect \
+    --exclude tag --exclude search --exclude health --exclude metrics --exclude forwarder --test gateway
 
 step "promtool check metrics (a real scrape from the end-to-end tests)"
 if have promtool; then

@@ -13,6 +13,7 @@ use crate::retry::RetryPolicy;
 /// Every variable any component may read. A component sees only those its
 /// `[component.x.variables]` maps; the rest take their defaults.
 pub const VARIABLES: &[&str] = &[
+    StateStore::VARIABLE,
     "api_token",
     "collection_id",
     "api_url",
@@ -70,6 +71,30 @@ impl Inbound {
             _ => return Err("XIMILAR_INBOUND_PROTECT_METRICS must be true or false".into()),
         };
         Ok(Inbound { callers, protect_metrics })
+    }
+}
+
+/// Where the shared state (counters, breaker, cache, leases) lives: read by
+/// every component, before anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateStore {
+    /// The `cache` and `metrics` key-value stores (the default): in memory on
+    /// one node, or Redis, shared by replicas.
+    KeyValue,
+    /// Spin's SQLite database `gateway`, a file: answers survive restarts, and
+    /// its queries run off the instance's thread.
+    Sqlite,
+}
+
+impl StateStore {
+    pub const VARIABLE: &'static str = "state_store";
+
+    pub fn parse(value: Option<&str>) -> Result<StateStore, String> {
+        match value.map(str::trim).unwrap_or_default() {
+            "" | "key-value" => Ok(StateStore::KeyValue),
+            "sqlite" => Ok(StateStore::Sqlite),
+            _ => Err("XIMILAR_STATE_STORE must be key-value or sqlite".into()),
+        }
     }
 }
 
@@ -356,5 +381,14 @@ mod tests {
     fn a_missing_token_parses_as_empty_for_the_endpoints_to_refuse() {
         assert_eq!(config(&[]).unwrap().api_token, "");
         assert_eq!(config(&[("api_token", "  ")]).unwrap().api_token, "");
+    }
+
+    #[test]
+    fn the_state_store_is_key_value_unless_sqlite_is_asked_for() {
+        assert_eq!(StateStore::parse(None), Ok(StateStore::KeyValue));
+        assert_eq!(StateStore::parse(Some("key-value")), Ok(StateStore::KeyValue));
+        assert_eq!(StateStore::parse(Some(" sqlite ")), Ok(StateStore::Sqlite));
+        let why = StateStore::parse(Some("redis://secret@host")).unwrap_err();
+        assert!(!why.contains("secret"), "the value is not echoed: {why}");
     }
 }

@@ -42,10 +42,22 @@ fn metrics_component_has_no_token_and_no_outbound_host() {
     let m = manifest();
     let metrics = component(&m, "metrics");
     assert!(metrics.get("allowed_outbound_hosts").is_none());
-    // Only what checking a caller's key needs: no token, no Ximilar setting.
-    let expected: BTreeSet<String> = ["inbound_keys", "inbound_protect_metrics"].map(String::from).into();
+    // Only what checking a caller's key and finding the counters need: no token, no Ximilar setting.
+    let expected: BTreeSet<String> =
+        ["inbound_keys", "inbound_protect_metrics", "state_store"].map(String::from).into();
     assert_eq!(variables_of(metrics), expected);
     assert_eq!(metrics["key_value_stores"].as_array().unwrap(), &vec![Value::from("metrics")]);
+}
+
+#[test]
+fn every_component_finds_the_state_wherever_it_is_kept() {
+    let m = manifest();
+    assert_eq!(m["variables"]["state_store"]["default"].as_str(), Some("key-value"));
+    for name in ["detect", "tag", "search", "health", "metrics"] {
+        let c = component(&m, name);
+        assert!(variables_of(c).contains("state_store"), "{name}");
+        assert_eq!(c["sqlite_databases"].as_array().unwrap(), &vec![Value::from("gateway")], "{name}");
+    }
 }
 
 #[test]

@@ -134,28 +134,38 @@ class External:
 
 
 # The runtime configurations a gateway can be measured with on the test host, whose
-# key-value model is Spin's SQLite store (tests/host/src/kv/sqlite.rs). Redis is not
-# modelled there: measure it on a real `spin up` with --base-url.
+# key-value model is Spin's SQLite store (tests/host/src/kv/sqlite.rs) and whose SQLite
+# databases are modelled on Spin's (tests/host/src/sqlite_db/). Redis is not modelled
+# there: measure it on a real `spin up` with --base-url. Each entry replaces the key-value
+# stores of runtime-config.toml (None: the file as it is); `sqlite` keeps them and moves
+# the state into the database instead.
 RUNTIME_CONFIGS = {
     "default": None,  # the repository's runtime-config.toml
     "memory": {"cache": {}, "metrics": {}},
     "file": {"cache": {"path": ".spin/cache.db"}, "metrics": {}},
+    "sqlite": None,
 }
+
+# A variables provider ahead of the env provider wins: it sets state_store for `sqlite`.
+STATE_IN_DATABASE = '[[variables_provider]]\ntype = "static"\nvalues = { state_store = "sqlite" }\n\n'
 
 
 def runtime_config_text(name: str) -> str:
     if name not in RUNTIME_CONFIGS:
         die(f"unknown runtime config {name!r}: one of {', '.join(RUNTIME_CONFIGS)}")
     text = (ROOT / "runtime-config.toml").read_text()
+    if name == "sqlite":
+        return STATE_IN_DATABASE + text
     stores = RUNTIME_CONFIGS[name]
     if stores is None:
         return text
-    # Keep the variables providers; replace the stores (all Spin's SQLite store).
-    text = text.split("[key_value_store.", 1)[0]
+    # Keep the variables providers and the database; replace the key-value stores.
+    head, rest = text.split("[key_value_store.", 1)
+    database = rest[rest.index("[sqlite_database."):]
     for label, options in stores.items():
-        text += f'\n[key_value_store.{label}]\ntype = "spin"\n'
-        text += "".join(f'{k} = "{v}"\n' for k, v in options.items())
-    return text
+        head += f'\n[key_value_store.{label}]\ntype = "spin"\n'
+        head += "".join(f'{k} = "{v}"\n' for k, v in options.items())
+    return head + "\n" + database
 
 
 def gateway_target(runtime_config: str) -> str:

@@ -1,7 +1,8 @@
-//! The shared circuit breaker around every Ximilar call, kept in the `metrics`
-//! store (which never evicts): before a call, one `get` of its state and one of
-//! its failure count decide whether the call may go; after it, the tries'
-//! outcomes move the state. See `crate::breaker` for the rules.
+//! The shared circuit breaker around every Ximilar call, kept beside the
+//! counters (the `metrics` store, which never evicts, or the SQLite database):
+//! before a call, one read of its state and one of its failure count decide
+//! whether the call may go; after it, the tries' outcomes move the state. See
+//! `crate::breaker` for the rules.
 
 use super::stores::{now_ms, Counters};
 use crate::breaker::{self, BreakerPolicy, State, Stored, FAILURES_KEY, STATE_KEY};
@@ -18,15 +19,15 @@ pub struct Pass {
 }
 
 /// The state `/health` reports.
-pub fn state(counters: &mut Counters) -> State {
-    let stored = Stored::decode(counters.get_raw(STATE_KEY).as_deref());
+pub async fn state(counters: &mut Counters) -> State {
+    let stored = Stored::decode(counters.get_raw(STATE_KEY).await.as_deref());
     State::read(stored.open_until_ms, now_ms())
 }
 
 /// Lets a call through, or refuses it at once with 503 and the time left.
-pub fn admit(counters: &mut Counters, policy: &BreakerPolicy, endpoint: Endpoint) -> Result<Pass, ApiError> {
-    let stored = Stored::decode(counters.get_raw(STATE_KEY).as_deref());
-    let failures = counters.get_number(FAILURES_KEY).unwrap_or(0);
+pub async fn admit(counters: &mut Counters, policy: &BreakerPolicy, endpoint: Endpoint) -> Result<Pass, ApiError> {
+    let stored = Stored::decode(counters.get_raw(STATE_KEY).await.as_deref());
+    let failures = counters.get_number(FAILURES_KEY).await.unwrap_or(0);
     let now = now_ms();
     let state = State::read(stored.open_until_ms, now);
     let probing = match state {
@@ -34,7 +35,7 @@ pub fn admit(counters: &mut Counters, policy: &BreakerPolicy, endpoint: Endpoint
         State::HalfOpen => {
             // The first increment of this lease period's key wins the probe.
             let key = breaker::probe_key(stored.open_until_ms, now, policy.probe_lease);
-            counters.increment(&key, 1) == Some(1)
+            counters.increment(&key, 1).await == Some(1)
         }
         State::Open { .. } => false,
     };
@@ -47,8 +48,8 @@ pub fn admit(counters: &mut Counters, policy: &BreakerPolicy, endpoint: Endpoint
 /// Refuses at once while the breaker is open, before a request spends
 /// anything else (crop mode's download) on a call that would be refused.
 /// Half-open lets it on: the call itself may be the probe.
-pub fn refuse_if_open(counters: &mut Counters, endpoint: Endpoint) -> Result<(), ApiError> {
-    match state(counters) {
+pub async fn refuse_if_open(counters: &mut Counters, endpoint: Endpoint) -> Result<(), ApiError> {
+    match state(counters).await {
         open @ State::Open { .. } => Err(refuse(counters, open, endpoint)),
         _ => Ok(()),
     }
@@ -66,21 +67,21 @@ fn refuse(counters: &mut Counters, state: State, endpoint: Endpoint) -> ApiError
 
 /// Moves the breaker by the tries of one call: any answer that is not a failure
 /// closes it and restarts the count; failures add up and open it.
-pub fn settle(counters: &mut Counters, policy: &BreakerPolicy, pass: Pass, tries: &[(Endpoint, Attempt)]) {
+pub async fn settle(counters: &mut Counters, policy: &BreakerPolicy, pass: Pass, tries: &[(Endpoint, Attempt)]) {
     let failed = tries.iter().rev().take_while(|(_, a)| breaker::is_failure(a.outcome)).count() as i64;
     let answered = failed < tries.len() as i64;
     if answered {
         // Up again: close, and make the failures counted so far not count.
         let run_before = pass.failures - pass.stored.failures_at_reset;
         if pass.probing || pass.stored.open_until_ms != 0 || run_before > 0 {
-            let now_counted = counters.increment(FAILURES_KEY, failed).unwrap_or(pass.failures + failed);
+            let now_counted = counters.increment(FAILURES_KEY, failed).await.unwrap_or(pass.failures + failed);
             let closed = Stored { open_until_ms: 0, failures_at_reset: now_counted - failed };
-            counters.set_raw(STATE_KEY, &closed.encode());
-            counters.set_gauge(&metrics::breaker_open_key(), 0);
+            counters.set_raw(STATE_KEY, &closed.encode()).await;
+            counters.set_gauge(&metrics::breaker_open_key(), 0).await;
         }
         return;
     }
-    let Some(total) = counters.increment(FAILURES_KEY, failed) else { return };
+    let Some(total) = counters.increment(FAILURES_KEY, failed).await else { return };
     // Ximilar's own Retry-After on the last try, if it sent one, may keep it open longer.
     let upstream_wait = tries.last().and_then(|(_, a)| a.retry_after);
     if pass.probing || total - pass.stored.failures_at_reset >= i64::from(policy.failures) {
@@ -88,7 +89,7 @@ pub fn settle(counters: &mut Counters, policy: &BreakerPolicy, pass: Pass, tries
             open_until_ms: policy.open_until_ms(now_ms(), upstream_wait),
             failures_at_reset: pass.stored.failures_at_reset,
         };
-        counters.set_raw(STATE_KEY, &open.encode());
-        counters.set_gauge(&metrics::breaker_open_key(), 1);
+        counters.set_raw(STATE_KEY, &open.encode()).await;
+        counters.set_gauge(&metrics::breaker_open_key(), 1).await;
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::config::{Config, Inbound, VARIABLES};
+use crate::config::{Config, Inbound, StateStore, VARIABLES};
 
 static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
 
@@ -36,4 +36,15 @@ async fn read(names: &[&'static str]) -> HashMap<&'static str, String> {
         }
     }
     values
+}
+
+static STATE_STORE: OnceLock<Result<StateStore, String>> = OnceLock::new();
+
+/// Where the shared state lives: what every component reads first.
+pub async fn state_store() -> Result<StateStore, String> {
+    if STATE_STORE.get().is_none() {
+        let values = read(&[StateStore::VARIABLE]).await;
+        let _ = STATE_STORE.set(StateStore::parse(values.get(StateStore::VARIABLE).map(String::as_str)));
+    }
+    STATE_STORE.get().expect("set above").clone()
 }

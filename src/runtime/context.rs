@@ -59,7 +59,7 @@ pub struct Context {
     pub request_id: String,
     pub clock: SpinClock,
     pub body: Bytes,
-    /// The `metrics` store's counters.
+    /// The counters and the breaker's state, in the state store.
     pub counters: Counters,
     /// Every try sent to Ximilar, and every retry.
     pub calls: CallLog,
@@ -115,7 +115,7 @@ impl Context {
 
     /// Opens the cache with `ttl` (zero leaves it off).
     pub async fn use_cache(&mut self, ttl: Duration) {
-        self.cache = Cache::open(ttl).await;
+        self.cache = Cache::open(ttl, &self.counters).await;
     }
 
     /// A cached answer for `key`, counted as a hit or (when caching) a miss.
@@ -146,12 +146,12 @@ impl Context {
         let wait_until = self.deadline.expect("set by config()").saturating_sub(config.retry.attempt_timeout);
         loop {
             let lease = cache::lease_key(key, now_ms(), period);
-            match self.cache.take_lease(&lease) {
+            match self.cache.take_lease(&lease).await {
                 None => return Ok(Found::Lead(None)),
                 Some(1) => {
                     // A leader may have answered between our lookup and our lease.
                     if let Some(hit) = self.cache.get(key).await {
-                        self.cache.release_lease(&lease);
+                        self.cache.release_lease(&lease).await;
                         self.cache_outcome = CacheOutcome::Hit;
                         return Ok(Found::Cached(hit));
                     }
@@ -170,7 +170,7 @@ impl Context {
                     self.cache_outcome = CacheOutcome::Hit;
                     return Ok(Found::Cached(answer));
                 }
-                if !self.cache.lease_held(&lease) {
+                if !self.cache.lease_held(&lease).await {
                     break;
                 }
             }
@@ -194,7 +194,7 @@ impl Context {
             Err(_) => {}
         }
         if let Some(lease) = lease {
-            self.cache.release_lease(&lease);
+            self.cache.release_lease(&lease).await;
         }
     }
 
@@ -212,7 +212,7 @@ impl Context {
         // another's identical call cost nothing.
         let budget = self.caller.as_ref().and_then(|c| Some((auth::budget_key(&c.name, now_ms()), c.budget?)));
         if let Some((key, allowed)) = &budget {
-            if self.counters.get_number(key).unwrap_or(0) >= *allowed as i64 {
+            if self.counters.get_number(key).await.unwrap_or(0) >= *allowed as i64 {
                 return Err(ApiError::new(
                     429,
                     "budget_exhausted",
@@ -222,7 +222,7 @@ impl Context {
             }
         }
         let gate = match config.breaker.enabled() {
-            true => Some(breaker::admit(&mut self.counters, &config.breaker, request.endpoint)?),
+            true => Some(breaker::admit(&mut self.counters, &config.breaker, request.endpoint).await?),
             false => None,
         };
         let first_try = self.calls.attempts.len();
@@ -232,7 +232,7 @@ impl Context {
             self.counters.add(key, tries.len() as i64);
         }
         if let Some(pass) = gate {
-            breaker::settle(&mut self.counters, &config.breaker, pass, tries);
+            breaker::settle(&mut self.counters, &config.breaker, pass, tries).await;
         }
         result.map_err(UpstreamError::from).and_then(|r| envelope(&r)).map_err(|e| e.to_api_error())
     }

@@ -128,7 +128,7 @@ impl Endpoint for Health {
         let lease = match ctx.cached_or_lead::<HealthResponse>(&key).await? {
             Found::Cached(mut hit) => {
                 // The probe's verdict may be reused; the breaker's state is read fresh.
-                hit.breaker = Some(breaker::state(&mut ctx.counters).label().into());
+                hit.breaker = Some(breaker::state(&mut ctx.counters).await.label().into());
                 return Ok(Answer::json(&hit));
             }
             Found::Lead(lease) => lease,
@@ -139,22 +139,22 @@ impl Endpoint for Health {
             // What the account has spent and may spend, for dashboards and the 90 % alert.
             let credits = |field| account.get(field).and_then(serde_json::Value::as_i64);
             if let Some(used) = credits("credits_counter") {
-                ctx.counters.set_gauge(&metrics::credits_used_key(), used);
+                ctx.counters.set_gauge(&metrics::credits_used_key(), used).await;
             }
             if let Some(limit) = credits("credits_limit") {
-                ctx.counters.set_gauge(&metrics::credits_limit_key(), limit);
+                ctx.counters.set_gauge(&metrics::credits_limit_key(), limit).await;
             }
         }
         let reason = verdict.err().map(|e| e.health_reason());
-        let breaker = breaker::state(&mut ctx.counters);
-        ctx.counters.set_gauge(&metrics::breaker_open_key(), i64::from(breaker != State::Closed));
+        let breaker = breaker::state(&mut ctx.counters).await;
+        ctx.counters.set_gauge(&metrics::breaker_open_key(), i64::from(breaker != State::Closed)).await;
         let response = HealthResponse {
             status: "ok".into(),
             ximilar_reachable: reason.is_none(),
             reason,
             breaker: Some(breaker.label().into()),
         };
-        ctx.counters.set_gauge(&metrics::reachable_key(), i64::from(response.ximilar_reachable));
+        ctx.counters.set_gauge(&metrics::reachable_key(), i64::from(response.ximilar_reachable)).await;
         ctx.finish(&key, lease, Ok(&response)).await;
         Ok(Answer::json(&response))
     }
@@ -170,6 +170,7 @@ impl Endpoint for Metrics {
         let entries = ctx
             .counters
             .read_all()
+            .await
             .map_err(|_| ApiError::new(503, "metrics_unavailable", "the metrics store is not available"))?;
         Ok(Answer {
             status: 200,

@@ -30,7 +30,7 @@ pub fn refuse_unless_allowed(ctx: &mut Context, settings: &SearchCrop, url: &Ima
 /// Nothing is fetched while the breaker is open, and a decode starts only if
 /// even a slow one ends before the deadline.
 pub async fn jpeg(ctx: &mut Context, settings: &SearchCrop, source: &ImageUrl, b: Crop) -> Result<Vec<u8>, ApiError> {
-    breaker::refuse_if_open(&mut ctx.counters, ximilar::Endpoint::VisualKnn)?;
+    breaker::refuse_if_open(&mut ctx.counters, ximilar::Endpoint::VisualKnn).await?;
     let config = ctx.config().await?;
     let started = ctx.clock.now();
     let budget = ctx.remaining().min(config.retry.attempt_timeout);

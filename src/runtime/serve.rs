@@ -20,12 +20,19 @@ pub type Response = http::Response<FullBody<Bytes>>;
 
 pub async fn serve<E: Endpoint>(request: Request) -> Response {
     let method = method_label(request.method());
-    let mut ctx = Context::new(request_id(request.headers()), SpinClock::new(), Counters::open());
+    let state_store = config::state_store().await;
+    let counters = Counters::open(state_store.as_ref().ok().copied()).await;
+    let mut ctx = Context::new(request_id(request.headers()), SpinClock::new(), counters);
     if E::COUNTED_IN_FLIGHT {
         ctx.counters.add(&metrics::in_progress_key(E::NAME, method), 1);
+        ctx.counters.flush().await;
     }
 
-    let answer = match accept::<E>(request, &mut ctx).await {
+    let accepted = match state_store {
+        Ok(_) => accept::<E>(request, &mut ctx).await,
+        Err(why) => Err(ApiError::new(500, "config_error", why)),
+    };
+    let answer = match accepted {
         Ok(body) => {
             ctx.body = body;
             E::answer(&mut ctx).await
@@ -37,6 +44,7 @@ pub async fn serve<E: Endpoint>(request: Request) -> Response {
         Err(e) => e.status,
     };
     record::<E>(&mut ctx, method, status);
+    ctx.counters.flush().await;
     log_line(E::NAME, method, status, answer.as_ref().err().map(|e| e.code), &ctx);
     respond(answer, ctx.cache_outcome, &ctx.request_id)
 }
@@ -85,7 +93,7 @@ async fn read_body(request: Request) -> Result<Bytes, ApiError> {
 }
 
 /// The request's metrics: its count and latency, each Ximilar try and retry,
-/// the cache outcome, and the in-flight gauge back down.
+/// the cache outcome, and the in-flight gauge back down (written by the next flush).
 fn record<E: Endpoint>(ctx: &mut Context, method: &str, status: u16) {
     let elapsed = ctx.clock.now();
     let caller = ctx.caller_name().to_string();

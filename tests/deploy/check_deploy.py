@@ -182,6 +182,10 @@ def manifest_kv_labels() -> set[str]:
     return {label for c in manifest_components().values() for label in c.get("key_value_stores", [])}
 
 
+def manifest_sqlite_labels() -> set[str]:
+    return {label for c in manifest_components().values() for label in c.get("sqlite_databases", [])}
+
+
 # ----------------------------------------------------------------------------- compose
 
 _INTERPOLATION = re.compile(
@@ -326,13 +330,15 @@ def _compose_state_volume():
     sources = [s for s, t in gateway_mounts(svc) if t.rstrip("/") == state_dir]
     expect(sources, f"no volume is mounted at {state_dir}")
     expect(sources[0] in named, f"{sources[0]!r} mounted at {state_dir} is not a named volume of the file")
-    # runtime-config.toml's SQLite stores must land inside it (paths are relative to
-    # the runtime config file, which sits in the working directory).
+    # runtime-config.toml's SQLite files must land inside it (key-value paths are relative
+    # to the runtime config file, database paths to the directory spin up runs in; both
+    # are the working directory here).
     workdir = final_workdir()
-    for label, store in load_toml("runtime-config.toml").get("key_value_store", {}).items():
-        if store.get("type") == "spin" and "path" in store:
-            path = PurePosixPath(workdir, store["path"])
-            expect(str(path).startswith(state_dir + "/"), f"key_value_store.{label} at {path} is outside the volume")
+    for kind in ("key_value_store", "sqlite_database"):
+        for label, store in load_toml("runtime-config.toml").get(kind, {}).items():
+            if store.get("type") == "spin" and "path" in store:
+                path = PurePosixPath(workdir, store["path"])
+                expect(str(path).startswith(state_dir + "/"), f"{kind}.{label} at {path} is outside the volume")
 
 
 @check("compose: optional redis service under profile 'redis', matching runtime-config.redis.toml")
@@ -786,6 +792,14 @@ def check_runtime_config(rel: str) -> None:
     defined = set(config.get("key_value_store", {})) | IMPLICIT_KEY_VALUE_LABELS
     missing = sorted(manifest_kv_labels() - defined)
     expect(not missing, f"{rel}: key-value stores used in spin.toml but not defined: {missing}")
+    # Spin refuses to start an app whose database label has no definition ("default" aside).
+    databases = config.get("sqlite_database", {})
+    missing = sorted(manifest_sqlite_labels() - set(databases) - {"default"})
+    expect(not missing, f"{rel}: SQLite databases used in spin.toml but not defined: {missing}")
+    for label in manifest_sqlite_labels() & set(databases):
+        # A new connection per request: an in-memory database would be empty every time.
+        db = databases[label]
+        expect(db.get("type") != "spin" or "path" in db, f"{rel}: sqlite_database.{label} is in memory (no path)")
     env = [p for p in config.get("variables_provider", []) if p.get("type") == "env"]
     expect(env and env[0].get("prefix") == "XIMILAR", f"{rel}: no env variables provider with prefix XIMILAR (.env uses XIMILAR_<NAME>)")
 
@@ -795,12 +809,17 @@ def _runtime_config():
     check_runtime_config("runtime-config.toml")
 
 
-@check("runtime-config.redis.toml: only keys Spin 4.0.2 accepts; every store is Redis")
+@check("runtime-config.redis.toml: only keys Spin 4.0.2 accepts; every store is Redis, and the state is in them")
 def _runtime_config_redis():
     check_runtime_config("runtime-config.redis.toml")
+    config = load_toml("runtime-config.redis.toml")
     for label in manifest_kv_labels():
-        store = load_toml("runtime-config.redis.toml")["key_value_store"][label]
+        store = config["key_value_store"][label]
         expect(store["type"] == "redis" and store["url"].startswith("redis://"), f"key_value_store.{label} is not a redis:// store")
+    # The first provider that knows a variable wins, so a static state_store ahead of env fixes it.
+    first = next((p for p in config.get("variables_provider", []) if "state_store" in p.get("values", {}) or p.get("type") == "env"), {})
+    expect(first.get("values", {}).get("state_store") == "key-value",
+           "runtime-config.redis.toml does not set state_store = \"key-value\" ahead of the env provider")
 
 
 @check("runtime-config.redis.toml: cache and metrics on two different Redis servers")
@@ -1015,7 +1034,7 @@ def _kube_spinapp():
     expect("runtimeClassName" not in deployment, "runtimeClassName selects the shim, whose Spin cannot run these components")
 
 
-@check("kubernetes: cache and metrics in Redis; Redis Deployment and Service match")
+@check("kubernetes: the state in Redis (cache, metrics), the database defined; Redis Deployment and Service match")
 def _kube_redis():
     spec = spinapp()["spec"]
     runtime = spec.get("runtimeConfig", {})
@@ -1028,6 +1047,17 @@ def _kube_redis():
     expect(not errors, "; ".join(errors))
     missing = sorted(manifest_kv_labels() - set(stores))
     expect(not missing, f"stores used in spin.toml but not configured: {missing}")
+    # The replicas' state goes to these stores, and the database every component is
+    # granted is defined (Spin refuses to start otherwise) though unused.
+    values = {v["name"]: v.get("value") for v in spec.get("variables", [])}
+    expect(values.get("state_store") == "key-value", "the SpinApp does not set state_store = key-value")
+    databases = {}
+    for db in runtime.get("sqliteDatabases", []):
+        databases[db["name"]] = {"type": db["type"], **{o["name"]: o.get("value") for o in db.get("options", [])}}
+    errors = runtime_config_errors({"sqlite_database": databases})
+    expect(not errors, "; ".join(errors))
+    missing = sorted(manifest_sqlite_labels() - set(databases) - {"default"})
+    expect(not missing, f"SQLite databases used in spin.toml but not configured: {missing}")
     services = {s["metadata"]["name"]: s for s in kube("Service")}
     deployments = kube("Deployment")
     for label, store in stores.items():

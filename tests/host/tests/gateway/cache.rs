@@ -95,7 +95,7 @@ async fn ttl_zero_disables_all_caching() {
     let crop = first.json()["items"][0]["crop_url"].clone();
     assert_eq!(gw.post("/tag", &json!({ "url": crop }).to_string()).await.status, 200);
     assert_eq!(gw.upstream(DETECT_PATH), 3, "the crop's tag needed a detect of its own");
-    assert!(gw.app.kv("cache").unwrap().keys().is_empty(), "nothing written");
+    assert!(gw.cache_entries().is_empty(), "nothing written");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,24 +124,24 @@ async fn different_query_strings_are_different_keys() {
 async fn a_detect_miss_writes_one_entry_and_every_crop_reads_it() {
     let gw = gateway(&[]).await;
     let detect = gw.post("/detect", &json!({ "url": PHOTO }).to_string()).await;
-    let kv = gw.app.kv("cache").unwrap();
-    // One slot key, holding the photo's detection with every garment's tags.
-    let keys = kv.keys();
-    assert_eq!(keys.len(), 1, "{keys:?}");
-    assert!(keys[0].starts_with("v2:") && keys[0].len() == 7, "{keys:?}");
-    let entry: serde_json::Value = serde_json::from_slice(&kv.get(&keys[0]).unwrap()).unwrap();
+    // One slot, holding the photo's detection with every garment's tags.
+    let entries = gw.cache_entries();
+    let slots: Vec<&str> = entries.iter().map(|(slot, _)| slot.as_str()).collect();
+    assert_eq!(slots.len(), 1, "{slots:?}");
+    assert!(slots[0].starts_with("v2:") && slots[0].len() == 7, "{slots:?}");
+    let entry: serde_json::Value = serde_json::from_slice(&entries[0].1).unwrap();
     let key = entry["k"].as_str().unwrap();
     // The kind, a fingerprint of the settings that shaped the call, and the photo.
     assert!(key.starts_with("detect:") && key.ends_with(":https://shop.example/outfit.jpg?sig=abc"), "{key}");
     assert_eq!(entry["v"].as_array().map(Vec::len), Some(3));
     assert_eq!(entry["v"][1]["tags"]["type"], "jeans");
     // Tagging each crop reads that entry and writes nothing.
-    let before = kv.snapshot();
+    let before = gw.cache_entries();
     for item in detect.json()["items"].as_array().unwrap() {
         let tag = gw.post("/tag", &json!({ "url": item["crop_url"] }).to_string()).await;
         assert_eq!(tag.header("x-cache"), Some("HIT"));
     }
-    assert_eq!(kv.snapshot(), before);
+    assert_eq!(gw.cache_entries(), before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -149,13 +149,35 @@ async fn another_photos_entry_in_the_same_slot_is_a_miss_not_its_answer() {
     let gw = gateway(&[]).await;
     let body = json!({ "url": PHOTO }).to_string();
     gw.post("/detect", &body).await;
-    let kv = gw.app.kv("cache").unwrap();
-    let slot = kv.keys().remove(0);
+    let (slot, entry) = gw.cache_entries().remove(0);
     // Make the slot hold another key's entry, as a hash collision would.
-    let mut entry: serde_json::Value = serde_json::from_slice(&kv.get(&slot).unwrap()).unwrap();
+    let mut entry: serde_json::Value = serde_json::from_slice(&entry).unwrap();
     entry["k"] = json!("detect:https://shop.example/another.jpg");
-    kv.set(&slot, entry.to_string());
+    gw.set_cache_entry(&slot, entry.to_string().as_bytes());
     let again = gw.post("/detect", &body).await;
     assert_eq!((again.status, again.header("x-cache")), (200, Some("MISS")));
     assert_eq!(gw.upstream_total(), 2);
+}
+
+/// With `state_store = sqlite` the answers live in a file: a gateway started again on it
+/// (a restart, or the next deploy) answers from it, and so does `/metrics` with the
+/// counters of the first run.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_sqlite_paid_answers_and_counters_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("ximilar-gw-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let body = json!({ "url": PHOTO }).to_string();
+    let first = gateway_on_store(&[("state_store", "sqlite")], &dir).await;
+    assert_eq!(first.post("/detect", &body).await.header("x-cache"), Some("MISS"));
+    // Stop the first app (its mock keeps counting for both runs), then start anew.
+    let Gateway { app, mock, .. } = first;
+    app.shutdown().await;
+    let again = gateway_on_store(&[("state_store", "sqlite"), ("api_url", mock.url().as_str())], &dir).await;
+    assert_eq!(again.post("/detect", &body).await.header("x-cache"), Some("HIT"));
+    assert_eq!(mock.calls_to(DETECT_PATH).len(), 1, "one billed call across both runs");
+    let metrics = again.get("/metrics").await.text();
+    assert!(metrics.contains(r#"gateway_cache_misses_total{handler="detect"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"gateway_cache_hits_total{handler="detect"} 1"#), "{metrics}");
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
 }

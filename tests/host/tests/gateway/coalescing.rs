@@ -1,5 +1,5 @@
 //! Identical requests in flight at the same time share one billed Ximilar call:
-//! the first takes the in-flight lease in the key-value store, the others wait
+//! the first takes the in-flight lease in the state store, the others wait
 //! for its answer in the cache.
 
 use crate::common::*;
@@ -133,18 +133,31 @@ async fn a_hung_leader_never_keeps_followers_past_their_deadline() {
 
 /// The race the second lookup exists for: a leader answers between a request's cache
 /// lookup and its lease. The request must use that answer (no second billed call) and
-/// count it as the cache hit it is. Staged with the store's read hook, not with timing.
+/// count it as the cache hit it is. Staged in the store, not with timing: the key-value
+/// model writes the answer just after the next lookup; on SQLite a trigger writes it as
+/// the lease is taken, which is after the lookup and before the second look.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_that_lands_between_lookup_and_lease_is_a_hit_not_a_second_call() {
     let gw = gateway(&[]).await;
     let body = json!({ "url": "https://shop.example/raced.jpg" }).to_string();
     assert_eq!(gw.post("/detect", &body).await.status, 200);
-    let kv = gw.app.kv("cache").unwrap();
-    let slot = kv.keys().remove(0);
-    let entry = kv.get(&slot).unwrap();
-    // Back to before the leader answered; its answer lands just after the next lookup.
-    kv.delete(&slot);
-    kv.set_after_next_read(&slot, entry);
+    let (slot, entry) = gw.cache_entries().remove(0);
+    // Back to before the leader answered; its answer lands after the next lookup.
+    match gw.state() {
+        State::KeyValue(kv) => {
+            kv.delete(&slot);
+            kv.set_after_next_read(&slot, entry);
+        }
+        State::Sqlite(db) => {
+            db.query_with("DELETE FROM cache WHERE slot = ?1", vec![slot.as_str().into()]).unwrap();
+            let hex: String = entry.iter().map(|b| format!("{b:02x}")).collect();
+            let trigger = format!(
+                "CREATE TRIGGER land_answer AFTER INSERT ON leases \
+                 BEGIN REPLACE INTO cache (slot, entry) VALUES ('{slot}', x'{hex}'); END"
+            );
+            db.query(&trigger).unwrap();
+        }
+    }
     let raced = gw.post("/detect", &body).await;
     assert_eq!((raced.status, raced.header("x-cache")), (200, Some("HIT")));
     assert_eq!(gw.upstream(DETECT_PATH), 1, "the leader's call is the only one");

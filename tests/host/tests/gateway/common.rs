@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 use spin_test_host::mock::{MockConfig, MockHandle, MockXimilar};
-use spin_test_host::{start_app, workspace_root, AppOptions, RunningApp};
+pub use spin_test_host::SqlValue;
+use spin_test_host::{start_app, workspace_root, AppOptions, KvHandle, RunningApp, SqliteHandle};
 use std::io::Write;
 
 /// Distinctive so any echo of them is caught.
@@ -14,6 +15,8 @@ pub const COLLECTION: &str = "col-SECRET-e2e-91bc40";
 pub struct Gateway {
     pub app: RunningApp,
     pub mock: MockHandle,
+    /// Its `state_store` variable: where [`Gateway::state`] looks.
+    pub state_store: String,
     /// Holds this gateway's copy of runtime-config.toml and any store file it names.
     _state: StateDir,
 }
@@ -38,6 +41,12 @@ impl Drop for StateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The store a gateway keeps its cache in, for tests that look inside.
+pub enum State {
+    Sqlite(SqliteHandle),
+    KeyValue(KvHandle),
 }
 
 #[derive(Debug)]
@@ -78,20 +87,29 @@ pub async fn gateway(vars: &[(&str, &str)]) -> Gateway {
     gateway_with(vars, |_| {}).await
 }
 
-/// A gateway whose cache is the SQLite file `cache.db` in `dir`, so gateways
-/// started one after another on the same `dir` share their cache, as
-/// restarts and replicas on one store do.
+/// A gateway whose state lives in files in `dir` (the SQLite database
+/// `gateway.db`, or the key-value cache `cache.db`), so gateways started one
+/// after another on the same `dir` share it, as restarts and replicas do.
 pub async fn gateway_on_store(vars: &[(&str, &str)], dir: &std::path::Path) -> Gateway {
     let runtime_config = dir.join("runtime-config.toml");
-    let text =
-        "[key_value_store.cache]\ntype = \"spin\"\npath = \"cache.db\"\n[key_value_store.metrics]\ntype = \"spin\"\n";
+    let text = "[sqlite_database.gateway]\ntype = \"spin\"\npath = \"gateway.db\"\n\
+                [key_value_store.cache]\ntype = \"spin\"\npath = \"cache.db\"\n\
+                [key_value_store.metrics]\ntype = \"spin\"\n";
     std::fs::write(&runtime_config, text).expect("write the runtime config");
+    let dir = dir.to_path_buf();
     gateway_with(vars, |opts| {
         opts.runtime_config = Some(runtime_config);
+        opts.database_dir = Some(dir);
         // Sharing a file between apps needs the SQLite model, whatever SPIN_TEST_HOST_KV says.
         opts.kv_backend = spin_test_host::KvBackend::Spin;
     })
     .await
+}
+
+/// Where this run keeps the gateway's state: `XGW_E2E_STATE_STORE` (`key-value`, the
+/// product's default, or `sqlite`), passed to every gateway as its `state_store`.
+pub fn state_store() -> String {
+    std::env::var("XGW_E2E_STATE_STORE").unwrap_or_else(|_| "key-value".into())
 }
 
 /// [`gateway`], with the host's options adjusted by `tune` before it starts.
@@ -106,7 +124,10 @@ pub async fn gateway_with(vars: &[(&str, &str)], tune: impl FnOnce(&mut AppOptio
     let runtime_config = state.0.join("runtime-config.toml");
     std::fs::copy(root.join("runtime-config.toml"), &runtime_config).expect("copy runtime-config.toml");
     opts.runtime_config = Some(runtime_config);
+    // Like Spin run from the app's directory: relative SQLite paths land in the state dir.
+    opts.database_dir = Some(state.0.clone());
     let defaults = [
+        ("state_store", state_store()),
         ("api_url", mock.url()),
         ("api_token", TOKEN.to_string()),
         ("collection_id", COLLECTION.to_string()),
@@ -120,8 +141,9 @@ pub async fn gateway_with(vars: &[(&str, &str)], tune: impl FnOnce(&mut AppOptio
         opts.variables.insert(k.to_string(), v.to_string());
     }
     tune(&mut opts);
+    let state_store = opts.variables["state_store"].clone();
     let app = start_app(opts).await.expect("app starts (are the components built? see README)");
-    Gateway { app, mock, _state: state }
+    Gateway { app, mock, state_store, _state: state }
 }
 
 impl Gateway {
@@ -155,6 +177,44 @@ impl Gateway {
             assert!(!line.contains(TOKEN) && !line.contains(COLLECTION), "secret in a log line: {line}");
         }
         logs
+    }
+
+    /// The cache's slots with their entries, from whichever store holds them.
+    pub fn cache_entries(&self) -> Vec<(String, Vec<u8>)> {
+        match self.state() {
+            State::Sqlite(db) => db
+                .query("SELECT slot, entry FROM cache ORDER BY slot")
+                .unwrap_or_default()
+                .into_iter()
+                .map(|row| match &row[..] {
+                    [SqlValue::Text(slot), SqlValue::Blob(entry)] => (slot.clone(), entry.clone()),
+                    other => panic!("a cache row is (text, blob): {other:?}"),
+                })
+                .collect(),
+            State::KeyValue(kv) => kv.keys().into_iter().map(|slot| (slot.clone(), kv.get(&slot).unwrap())).collect(),
+        }
+    }
+
+    /// Replaces what a cache slot holds.
+    pub fn set_cache_entry(&self, slot: &str, entry: &[u8]) {
+        match self.state() {
+            State::Sqlite(db) => {
+                db.query_with(
+                    "REPLACE INTO cache (slot, entry) VALUES (?1, ?2)",
+                    vec![slot.into(), SqlValue::Blob(entry.to_vec())],
+                )
+                .expect("write a cache slot");
+            }
+            State::KeyValue(kv) => kv.set(slot, entry.to_vec()),
+        }
+    }
+
+    /// Where this gateway keeps its state.
+    pub fn state(&self) -> State {
+        match self.state_store.as_str() {
+            "key-value" => State::KeyValue(self.app.kv("cache").expect("the cache store")),
+            _ => State::Sqlite(self.app.sqlite("gateway").expect("the gateway database")),
+        }
     }
 
     /// Fails if any log line so far holds the token or the collection id.

@@ -85,5 +85,9 @@ async fn a_burst_of_distinct_misses_never_waits_on_the_store_lock() {
         errors.len()
     );
     assert_eq!(gw.upstream_total(), 400);
+    if let State::Sqlite(db) = gw.state() {
+        // The first requests of the burst made the tables, and the database is in WAL mode.
+        assert_eq!(db.query("PRAGMA journal_mode").unwrap(), vec![vec![SqlValue::Text("wal".into())]]);
+    }
     eprintln!("400 distinct misses in {:?}", started.elapsed());
 }

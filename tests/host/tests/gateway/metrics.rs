@@ -71,16 +71,44 @@ async fn request_counts_add_up_across_concurrent_requests() {
     assert_eq!(m[r#"http_requests_in_progress{handler="detect",method="POST"}"#], 0.0, "the gauge settles at 0");
     assert_eq!(m[r#"ximilar_requests_total{endpoint="detect_tags",status="200"}"#], N as f64);
     assert!(m[r#"ximilar_request_duration_seconds_count{endpoint="detect_tags"}"#] == N as f64);
-    // Counters live in the store as 8-byte little-endian i64 (Spin's SQLite encoding).
-    let raw = gw.app.kv("metrics").unwrap().get(DETECT_2XX).unwrap();
-    assert_eq!(raw, (N as i64).to_le_bytes().to_vec());
+    // Counters are SQLite integers, or 8-byte little-endian i64 in Spin's key-value store.
+    match gw.state() {
+        State::Sqlite(db) => {
+            let rows = db.query_with("SELECT value FROM counters WHERE key = ?1", vec![DETECT_2XX.into()]).unwrap();
+            assert_eq!(rows, vec![vec![SqlValue::Integer(N as i64)]]);
+        }
+        State::KeyValue(_) => {
+            let raw = gw.app.kv("metrics").unwrap().get(DETECT_2XX).unwrap();
+            assert_eq!(raw, (N as i64).to_le_bytes().to_vec());
+        }
+    }
 }
 
-/// Every store call blocks its instance on Spin's SQLite store, so a miss's calls are counted
+/// On the SQLite state store a request opens one connection and makes every call on it,
+/// none of them on a key-value store; its counters are one statement at its end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_miss_on_sqlite_is_one_connection_ten_statements_and_no_key_value_call() {
+    let gw = gateway(&[("state_store", "sqlite")]).await;
+    let db = gw.app.sqlite("gateway").unwrap();
+    // The first request makes the tables (a failed statement, four to make them, the retry).
+    let fresh = db.ops();
+    assert_eq!(gw.post("/detect", "{}").await.status, 422);
+    assert_eq!((db.ops() - fresh).statements, 1 + 5 + 1 + 1, "synchronous, schema and retry, flush");
+    let (metrics, cache) = (gw.app.kv("metrics").unwrap(), gw.app.kv("cache").unwrap());
+    let before = (db.ops(), metrics.ops(), cache.ops());
+    assert_eq!(gw.post("/detect", &json!({ "url": "https://shop.example/a.jpg" }).to_string()).await.status, 200);
+    let sql = db.ops() - before.0;
+    // synchronous = NORMAL; in progress up; the breaker's two reads; lookup, lease, second
+    // lookup, write, release; every counter of the request (and in progress down) at once.
+    assert_eq!((sql.opens, sql.statements), (1, 10), "{sql:?}");
+    assert_eq!((metrics.ops() - before.1, cache.ops() - before.2), Default::default(), "no key-value call");
+}
+
+/// Every call blocks its instance on Spin's key-value store, so a miss's calls are counted
 /// (BENCHMARKS.md quotes them).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_miss_costs_seventeen_store_calls_and_lists_nothing() {
-    let gw = gateway(&[]).await;
+async fn a_miss_costs_seventeen_key_value_calls_and_lists_nothing() {
+    let gw = gateway(&[("state_store", "key-value")]).await;
     let (metrics, cache) = (gw.app.kv("metrics").unwrap(), gw.app.kv("cache").unwrap());
     let before = (metrics.ops(), cache.ops());
     assert_eq!(gw.post("/detect", &json!({ "url": "https://shop.example/a.jpg" }).to_string()).await.status, 200);
