@@ -180,3 +180,36 @@ async fn label_values_are_bounded_and_hold_no_url_or_secret() {
     let out = spin_test_host::workspace_root().join("target/metrics-sample.txt");
     std::fs::write(&out, &text).unwrap();
 }
+
+/// A state store that cannot be used (here: the database file is not a database, as after a
+/// corruption) costs the cache and the counters, never an answer: the request is served from Ximilar, its log line
+/// counts the store errors, and `/metrics` says it has nothing to serve.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_state_store_never_fails_a_request() {
+    let dir = std::env::temp_dir().join(format!("ximilar-gw-broken-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("gateway.db"), [0x5a; 8192]).unwrap();
+    let runtime_config = dir.join("runtime-config.toml");
+    let text = "[sqlite_database.gateway]\ntype = \"spin\"\npath = \"gateway.db\"\n\
+                [key_value_store.cache]\ntype = \"spin\"\n[key_value_store.metrics]\ntype = \"spin\"\n";
+    std::fs::write(&runtime_config, text).unwrap();
+    let database_dir = dir.clone();
+    let gw = gateway_with(&[("state_store", "sqlite")], |opts| {
+        opts.runtime_config = Some(runtime_config);
+        opts.database_dir = Some(database_dir);
+    })
+    .await;
+    let detect = gw.post("/detect", &json!({ "url": "https://shop.example/a.jpg" }).to_string()).await;
+    assert_eq!((detect.status, detect.header("x-cache")), (200, None), "{}", detect.text());
+    assert_eq!(detect.json()["items"].as_array().map(Vec::len), Some(3));
+    let line: serde_json::Value = gw
+        .logs()
+        .iter()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok().filter(|v: &serde_json::Value| v["handler"] == "detect"))
+        .expect("the request's log line");
+    assert!(line["metrics_errors"].as_u64() >= Some(1) && line["cache_errors"].as_u64() >= Some(1), "{line}");
+    let metrics = gw.get("/metrics").await;
+    assert_eq!((metrics.status, metrics.code()), (503, "metrics_unavailable".to_string()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
