@@ -50,13 +50,6 @@ impl Counters {
         Counters { store: store.unwrap_or(CounterStore::Unavailable), pending: BTreeMap::new(), errors }
     }
 
-    fn count<T>(&mut self, result: Result<T, Failed>) -> Option<T> {
-        if result.is_err() {
-            self.errors += 1;
-        }
-        result.ok()
-    }
-
     /// An atomic increment, written now, that reports the new value (`None` on a store error).
     pub async fn increment(&mut self, key: &str, delta: i64) -> Option<i64> {
         let result = match &self.store {
@@ -64,7 +57,7 @@ impl Counters {
             CounterStore::KeyValue(kv) => kv.increment(key, delta),
             CounterStore::Sqlite(db) => db.increment(key, delta).await,
         };
-        self.count(result)
+        tally(&mut self.errors, result)
     }
 
     /// Counts `delta` on `key`, written at the next [`Counters::flush`].
@@ -85,12 +78,12 @@ impl Counters {
         match &self.store {
             CounterStore::Unavailable => self.errors += u32::from(!pending.is_empty()),
             CounterStore::KeyValue(kv) => {
-                let failed = pending.iter().filter(|(key, delta)| kv.increment(key, **delta).is_err()).count();
-                self.errors += failed as u32;
+                for (key, delta) in &pending {
+                    tally(&mut self.errors, kv.increment(key, *delta));
+                }
             }
             CounterStore::Sqlite(db) => {
-                let result = db.add_all(&pending).await;
-                self.count(result);
+                tally(&mut self.errors, db.add_all(&pending).await);
             }
         }
     }
@@ -107,7 +100,7 @@ impl Counters {
             CounterStore::KeyValue(kv) => kv.get(key),
             CounterStore::Sqlite(db) => db.get(key).await,
         };
-        self.count(result).flatten()
+        tally(&mut self.errors, result).flatten()
     }
 
     /// Writes bytes at a key that is never incremented.
@@ -117,7 +110,7 @@ impl Counters {
             CounterStore::KeyValue(kv) => kv.set(key, value),
             CounterStore::Sqlite(db) => db.set(key, Value::Blob(value.to_vec())).await,
         };
-        self.count(result);
+        tally(&mut self.errors, result);
     }
 
     /// A gauge, written whole and at once.
@@ -127,7 +120,7 @@ impl Counters {
             CounterStore::KeyValue(kv) => kv.set_gauge(key, value),
             CounterStore::Sqlite(db) => db.set(key, Value::Integer(value)).await,
         };
-        self.count(result);
+        tally(&mut self.errors, result);
     }
 
     /// Every stored series with its value, for `/metrics`.
@@ -181,13 +174,6 @@ impl Cache {
         !matches!(self.store, CacheStore::Off)
     }
 
-    fn count<T>(&mut self, result: Result<T, Failed>) -> Option<T> {
-        if result.is_err() {
-            self.errors += 1;
-        }
-        result.ok()
-    }
-
     /// The fresh entry stored under `key`, if its slot holds one.
     pub async fn get<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
         let slot = cache::slot(key);
@@ -196,7 +182,7 @@ impl Cache {
             CacheStore::KeyValue(kv) => kv.get(&slot).await,
             CacheStore::Sqlite(db) => db.cache_get(&slot).await,
         };
-        self.count(result).flatten().and_then(|bytes| cache::decode(key, &bytes, now_ms()))
+        tally(&mut self.errors, result).flatten().and_then(|bytes| cache::decode(key, &bytes, now_ms()))
     }
 
     /// Stores `value` under `key` for the TTL, replacing whatever held its slot.
@@ -212,7 +198,7 @@ impl Cache {
             CacheStore::KeyValue(kv) => kv.set(&slot, entry).await,
             CacheStore::Sqlite(db) => db.cache_set(&slot, entry).await,
         };
-        self.count(result);
+        tally(&mut self.errors, result);
     }
 
     /// Takes a turn on the lease: `Some(1)` for the first taker, who leads.
@@ -222,7 +208,7 @@ impl Cache {
             CacheStore::KeyValue(kv) => kv.take_lease(lease),
             CacheStore::Sqlite(db) => db.take_lease(lease).await,
         };
-        self.count(result)
+        tally(&mut self.errors, result)
     }
 
     /// Whether the lease is still held (its leader has not finished).
@@ -232,7 +218,7 @@ impl Cache {
             CacheStore::KeyValue(kv) => kv.lease_held(lease),
             CacheStore::Sqlite(db) => db.lease_held(lease).await,
         };
-        self.count(result).unwrap_or(false)
+        tally(&mut self.errors, result).unwrap_or(false)
     }
 
     pub async fn release_lease(&mut self, lease: &str) {
@@ -241,8 +227,17 @@ impl Cache {
             CacheStore::KeyValue(kv) => kv.release_lease(lease),
             CacheStore::Sqlite(db) => db.release_lease(lease).await,
         };
-        self.count(result);
+        tally(&mut self.errors, result);
     }
+}
+
+/// The value of a store call; a failure is counted in `errors` (the request's
+/// log line) and otherwise ignored.
+fn tally<T>(errors: &mut u32, result: Result<T, Failed>) -> Option<T> {
+    if result.is_err() {
+        *errors += 1;
+    }
+    result.ok()
 }
 
 /// Wall-clock milliseconds: entries must expire across instances and restarts.

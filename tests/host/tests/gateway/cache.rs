@@ -164,8 +164,7 @@ async fn another_photos_entry_in_the_same_slot_is_a_miss_not_its_answer() {
 /// counters of the first run.
 #[tokio::test(flavor = "multi_thread")]
 async fn on_sqlite_paid_answers_and_counters_survive_a_restart() {
-    let dir = std::env::temp_dir().join(format!("ximilar-gw-restart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("restart");
     let body = json!({ "url": PHOTO }).to_string();
     let first = gateway_on_store(&[("state_store", "sqlite")], &dir).await;
     assert_eq!(first.post("/detect", &body).await.header("x-cache"), Some("MISS"));

@@ -106,6 +106,15 @@ pub async fn gateway_on_store(vars: &[(&str, &str)], dir: &std::path::Path) -> G
     .await
 }
 
+/// A fresh directory for store files that several gateways share (see
+/// [`gateway_on_store`]); the test removes it when done.
+pub fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("ximilar-gw-{tag}-{}-{:?}", std::process::id(), std::time::Instant::now()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Where this run keeps the gateway's state: `XGW_E2E_STATE_STORE` (`key-value`, the
 /// product's default, or `sqlite`), passed to every gateway as its `state_store`.
 pub fn state_store() -> String {

@@ -63,12 +63,6 @@ async fn a_configuration_change_never_serves_the_old_configurations_answers() {
     let _ = std::fs::remove_dir_all(&store);
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ximilar-gw-{tag}-{}-{:?}", std::process::id(), Instant::now()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn any_crop_of_a_detected_photo_is_tagged_from_the_cached_detection() {
     let gw = gateway(&[]).await;

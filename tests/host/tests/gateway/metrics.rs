@@ -186,19 +186,9 @@ async fn label_values_are_bounded_and_hold_no_url_or_secret() {
 /// counts the store errors, and `/metrics` says it has nothing to serve.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_state_store_never_fails_a_request() {
-    let dir = std::env::temp_dir().join(format!("ximilar-gw-broken-store-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("broken-store");
     std::fs::write(dir.join("gateway.db"), [0x5a; 8192]).unwrap();
-    let runtime_config = dir.join("runtime-config.toml");
-    let text = "[sqlite_database.gateway]\ntype = \"spin\"\npath = \"gateway.db\"\n\
-                [key_value_store.cache]\ntype = \"spin\"\n[key_value_store.metrics]\ntype = \"spin\"\n";
-    std::fs::write(&runtime_config, text).unwrap();
-    let database_dir = dir.clone();
-    let gw = gateway_with(&[("state_store", "sqlite")], |opts| {
-        opts.runtime_config = Some(runtime_config);
-        opts.database_dir = Some(database_dir);
-    })
-    .await;
+    let gw = gateway_on_store(&[("state_store", "sqlite")], &dir).await;
     let detect = gw.post("/detect", &json!({ "url": "https://shop.example/a.jpg" }).to_string()).await;
     assert_eq!((detect.status, detect.header("x-cache")), (200, None), "{}", detect.text());
     assert_eq!(detect.json()["items"].as_array().map(Vec::len), Some(3));
