@@ -22,7 +22,7 @@ use crate::urls::ImageUrl;
 pub const SLOTS: u64 = 16_384;
 
 /// Every store key of ours starts with this; a format change bumps it.
-pub const PREFIX: &str = "v2:";
+pub const PREFIX: &str = "v3:";
 
 /// The store key (slot) an entry with this full key lives in.
 pub fn slot(key: &str) -> String {
@@ -39,7 +39,9 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// its mapping. It is part of every key, so a cached answer cannot outlive the
 /// configuration that paid for it (a changed path, collection, mode or field
 /// list starts afresh), and two gateways configured differently that share one
-/// store never serve each other's answers. Secrets enter only hashed.
+/// store never serve each other's answers. SHA-256, because secrets (the token,
+/// the collection id) go into some fingerprints and must not be recoverable
+/// from a store key.
 fn fingerprint(parts: &[&str]) -> String {
     let mut bytes = Vec::new();
     for part in parts {
@@ -47,7 +49,7 @@ fn fingerprint(parts: &[&str]) -> String {
         bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
         bytes.extend_from_slice(part.as_bytes());
     }
-    format!("{:016x}", fnv1a(&bytes))
+    crate::auth::sha256(&bytes)[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn tag_mode_parts(config: &Config) -> [&str; 3] {

@@ -33,6 +33,26 @@ pub trait Transport {
     async fn send(&self, request: &UpstreamRequest, budget: Duration) -> Result<UpstreamResponse, TransportError>;
 }
 
+/// Asked before every try whether it may be sent, and told how each try went:
+/// where a caller's budget is reserved, one unit a try, and an unbilled try
+/// gives its unit back. Kept apart from the retry rules, as the transport is.
+#[allow(async_fn_in_trait)]
+pub trait TryGate {
+    /// Whether the next try may go; `false` ends the call with [`CallError::NotAdmitted`].
+    async fn admit(&mut self) -> bool;
+    async fn settle(&mut self, outcome: Outcome);
+}
+
+/// A gate that admits every try.
+pub struct Open;
+
+impl TryGate for Open {
+    async fn admit(&mut self) -> bool {
+        true
+    }
+    async fn settle(&mut self, _: Outcome) {}
+}
+
 #[allow(async_fn_in_trait)]
 pub trait Clock {
     /// Monotonic time since an arbitrary origin.
@@ -53,6 +73,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Whether Ximilar may have billed the try: an answer it gave, and any try
+    /// whose fate is unknown (a timeout, a connection lost after sending). A
+    /// refused connection or an error status never reached its billing.
+    pub fn may_be_billed(self) -> bool {
+        matches!(self, Outcome::Status(200..=299) | Outcome::Timeout | Outcome::Error)
+    }
+
     /// The `status` label of `ximilar_requests_total`: the HTTP status, or `timeout`, `connect`, `error`.
     pub fn label(self) -> String {
         match self {
@@ -89,25 +116,32 @@ pub enum CallError {
     Deadline,
     /// A failure that retrying cannot fix.
     Transport(String),
+    /// The [`TryGate`] refused a try (nothing was sent for it).
+    NotAdmitted,
 }
 
 /// Sends `request`, retrying transient failures per `policy`, until `deadline`
-/// (a [`Clock::now`] value). Non-retryable HTTP statuses come back as responses.
-pub async fn call<T: Transport, C: Clock>(
+/// (a [`Clock::now`] value), each try only if `gate` admits it. Non-retryable
+/// HTTP statuses come back as responses.
+pub async fn call<T: Transport, C: Clock, G: TryGate>(
     transport: &T,
     clock: &C,
     policy: &RetryPolicy,
     deadline: Duration,
     request: &UpstreamRequest,
+    gate: &mut G,
     log: &mut CallLog,
 ) -> Result<UpstreamResponse, CallError> {
     let mut retries = 0;
     loop {
-        let started = clock.now();
-        if started >= deadline {
+        if clock.now() >= deadline {
             return Err(CallError::Deadline);
         }
-        let budget = (deadline - started).min(policy.attempt_timeout);
+        if !gate.admit().await {
+            return Err(CallError::NotAdmitted);
+        }
+        let started = clock.now();
+        let budget = deadline.saturating_sub(started).min(policy.attempt_timeout);
         let result = transport.send(request, budget).await;
         let outcome = match &result {
             Ok(response) => Outcome::Status(response.status),
@@ -118,6 +152,7 @@ pub async fn call<T: Transport, C: Clock>(
         let retry_after = result.as_ref().ok().and_then(|r| r.retry_after);
         let duration = clock.now().saturating_sub(started);
         log.attempts.push((request.endpoint, Attempt { outcome, duration, retry_after }));
+        gate.settle(outcome).await;
 
         let (reason, hint) = match result {
             Ok(response) => match RetryReason::from_status(response.status) {
@@ -261,7 +296,7 @@ mod tests {
         clock.draw.set(0.5);
         let transport = Scripted::new(&clock, script);
         let mut log = CallLog::default();
-        let result = block_on(call(&transport, &clock, &policy, deadline, &request(), &mut log));
+        let result = block_on(call(&transport, &clock, &policy, deadline, &request(), &mut Open, &mut log));
         let sleeps = clock.sleeps.borrow().clone();
         (result, transport.tries(), sleeps, log)
     }
@@ -358,8 +393,15 @@ mod tests {
             &clock,
             vec![Err(TransportError::Timeout), Err(TransportError::Timeout), Err(TransportError::Timeout)],
         );
-        let result =
-            block_on(call(&transport, &clock, &p, Duration::from_secs(10), &request(), &mut CallLog::default()));
+        let result = block_on(call(
+            &transport,
+            &clock,
+            &p,
+            Duration::from_secs(10),
+            &request(),
+            &mut Open,
+            &mut CallLog::default(),
+        ));
         assert_eq!(result.unwrap_err(), CallError::Deadline);
         assert_eq!(
             *transport.budgets.borrow(),
@@ -391,5 +433,62 @@ mod tests {
         assert!(matches!(r, Err(CallError::Exhausted { last: RetryReason::BadGateway, .. })));
         let (r, _, _, _) = run(vec![status(504); 2], policy(1), Duration::from_secs(30));
         assert!(matches!(r, Err(CallError::Exhausted { last: RetryReason::GatewayTimeout, .. })));
+    }
+
+    /// Admits `allowed` tries and remembers what it was told.
+    struct Allowance {
+        allowed: usize,
+        settled: Vec<Outcome>,
+    }
+
+    impl TryGate for Allowance {
+        async fn admit(&mut self) -> bool {
+            let admitted = self.allowed > 0;
+            self.allowed = self.allowed.saturating_sub(1);
+            admitted
+        }
+        async fn settle(&mut self, outcome: Outcome) {
+            self.settled.push(outcome);
+        }
+    }
+
+    #[test]
+    fn the_gate_is_asked_before_every_try_and_told_each_outcome() {
+        let clock = FakeClock::default();
+        let transport = Scripted::new(&clock, vec![status(503), Err(TransportError::Connect), status(200)]);
+        let mut gate = Allowance { allowed: 2, settled: vec![] };
+        let result = block_on(call(
+            &transport,
+            &clock,
+            &policy(3),
+            Duration::from_secs(30),
+            &request(),
+            &mut gate,
+            &mut CallLog::default(),
+        ));
+        assert_eq!(result.unwrap_err(), CallError::NotAdmitted);
+        assert_eq!(transport.tries(), 2, "the third try was never sent");
+        assert_eq!(gate.settled, vec![Outcome::Status(503), Outcome::Connect]);
+        let mut none = Allowance { allowed: 0, settled: vec![] };
+        let refused = block_on(call(
+            &transport,
+            &clock,
+            &policy(3),
+            Duration::from_secs(30),
+            &request(),
+            &mut none,
+            &mut CallLog::default(),
+        ));
+        assert_eq!((refused.unwrap_err(), transport.tries()), (CallError::NotAdmitted, 2));
+    }
+
+    #[test]
+    fn only_answers_and_tries_of_unknown_fate_may_be_billed() {
+        assert!(
+            Outcome::Status(200).may_be_billed() && Outcome::Timeout.may_be_billed() && Outcome::Error.may_be_billed()
+        );
+        for unbilled in [Outcome::Connect, Outcome::Status(429), Outcome::Status(401), Outcome::Status(503)] {
+            assert!(!unbilled.may_be_billed(), "{unbilled:?}");
+        }
     }
 }

@@ -63,6 +63,11 @@ impl ApiError {
         }
     }
 
+    /// A known caller whose key is not for this endpoint (its scopes leave it out).
+    pub fn forbidden(endpoint: &str) -> Self {
+        Self::new(403, "forbidden", format!("this caller key may not call /{endpoint}"))
+    }
+
     pub fn with_retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds.max(1));
         self

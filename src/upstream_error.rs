@@ -34,6 +34,9 @@ impl From<CallError> for UpstreamError {
             CallError::Exhausted { last, retry_after } => UpstreamError::Exhausted { last, retry_after },
             CallError::Deadline => UpstreamError::Deadline,
             CallError::Transport(_) => UpstreamError::Dropped,
+            // Callers answer a refused try with the gate's own reason before
+            // converting; should one not, nothing was sent, so nothing was billed.
+            CallError::NotAdmitted => UpstreamError::Dropped,
         }
     }
 }

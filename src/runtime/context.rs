@@ -10,13 +10,14 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 
 use super::breaker;
+use super::budget::{Budget, BudgetGate};
 use super::config;
 use super::endpoint::CacheOutcome;
 use super::stores::{now_ms, Cache, Counters};
 use super::upstream::{SpinClock, SpinTransport};
-use crate::auth::{self, Caller, ANONYMOUS};
+use crate::auth::{Caller, ANONYMOUS};
 use crate::cache;
-use crate::client::{self, CallLog, Clock, UpstreamResponse};
+use crate::client::{self, CallError, CallLog, Clock, Open, UpstreamResponse};
 use crate::config::Config;
 use crate::contract::ApiError;
 use crate::retry::RetryPolicy;
@@ -66,8 +67,10 @@ pub struct Context {
     pub cache_outcome: CacheOutcome,
     /// Answered by another request's identical call (counted in `gateway_coalesced_total`).
     pub coalesced: bool,
-    /// Who is calling, when inbound keys are configured.
-    pub caller: Option<Caller>,
+    /// Who is calling, when inbound keys are configured (see [`Context::admit`]).
+    caller: Option<Caller>,
+    /// The caller's daily budget, when it has one.
+    budget: Option<Budget>,
     /// Crop mode's image step, when the request took it.
     pub image: Option<ImageStep>,
     cache: Cache,
@@ -86,6 +89,7 @@ impl Context {
             cache_outcome: CacheOutcome::NotUsed,
             coalesced: false,
             caller: None,
+            budget: None,
             image: None,
             cache: Cache::disabled(),
             deadline: None,
@@ -106,6 +110,21 @@ impl Context {
     /// Time left before the request's deadline (set with the configuration).
     pub fn remaining(&self) -> Duration {
         self.deadline.map_or(Duration::ZERO, |d| d.saturating_sub(self.clock.now()))
+    }
+
+    /// The authenticated caller, whose budget (if any) every Ximilar try now spends.
+    pub fn admit(&mut self, caller: Option<Caller>) {
+        self.budget = caller.as_ref().and_then(|c| Budget::of(c, now_ms()));
+        self.caller = caller;
+    }
+
+    /// Gives back the budget unit held for a try that was never sent (the
+    /// answer came from the cache or another request's call, or the request
+    /// failed first). Every request ends with it.
+    pub async fn release_unused_budget(&mut self) {
+        if let Some(budget) = &mut self.budget {
+            budget.release_held(&mut self.counters).await;
+        }
     }
 
     /// The caller's name for logs and labels: a configured name, or `anonymous`.
@@ -137,6 +156,11 @@ impl Context {
     pub async fn cached_or_lead<T: DeserializeOwned>(&mut self, key: &str) -> Result<Found<T>, ApiError> {
         if let Some(hit) = self.cached(key).await {
             return Ok(Found::Cached(hit));
+        }
+        // A miss may cost a billed call: the caller's budget decides now, before
+        // the lease is taken or any image is fetched.
+        if let Some(budget) = &mut self.budget {
+            budget.hold(&mut self.counters).await?;
         }
         if !self.cache.enabled() {
             return Ok(Found::Lead(None));
@@ -208,33 +232,26 @@ impl Context {
     pub async fn ximilar(&mut self, request: &UpstreamRequest) -> Result<Map<String, Value>, ApiError> {
         let config = self.config().await?;
         let deadline = self.deadline.expect("set by config()");
-        // A caller's daily budget counts every try it causes; cache hits and waiting on
-        // another's identical call cost nothing.
-        let budget = self.caller.as_ref().and_then(|c| Some((auth::budget_key(&c.name, now_ms()), c.budget?)));
-        if let Some((key, allowed)) = &budget {
-            if self.counters.get_number(key).await.unwrap_or(0) >= *allowed as i64 {
-                return Err(ApiError::new(
-                    429,
-                    "budget_exhausted",
-                    "this caller's daily budget of Ximilar calls is spent",
-                )
-                .with_retry_after(auth::seconds_until_midnight(now_ms())));
-            }
-        }
-        let gate = match config.breaker.enabled() {
+        let breaker_pass = match config.breaker.enabled() {
             true => Some(breaker::admit(&mut self.counters, &config.breaker, request.endpoint).await?),
             false => None,
         };
         let first_try = self.calls.attempts.len();
-        let result = client::call(&SpinTransport, &self.clock, &config.retry, deadline, request, &mut self.calls).await;
+        // A caller's budget pays for every try that may be billed; cache hits and
+        // waiting on another's identical call cost nothing.
+        let mut budget = BudgetGate { budget: self.budget.as_mut(), counters: &mut self.counters, refusal: None };
+        let result =
+            client::call(&SpinTransport, &self.clock, &config.retry, deadline, request, &mut budget, &mut self.calls)
+                .await;
+        let refusal = budget.refusal.take();
         let tries = &self.calls.attempts[first_try..];
-        if let Some((key, _)) = &budget {
-            self.counters.add(key, tries.len() as i64);
-        }
-        if let Some(pass) = gate {
+        if let Some(pass) = breaker_pass {
             breaker::settle(&mut self.counters, &config.breaker, pass, tries).await;
         }
-        result.map_err(UpstreamError::from).and_then(|r| envelope(&r)).map_err(|e| e.to_api_error())
+        match (result, refusal) {
+            (Err(CallError::NotAdmitted), Some(refusal)) => Err(refusal),
+            (result, _) => result.map_err(UpstreamError::from).and_then(|r| envelope(&r)).map_err(|e| e.to_api_error()),
+        }
     }
 
     /// One try of `request` within `timeout`, no retries: the health probe. Returns the envelope.
@@ -246,7 +263,8 @@ impl Context {
     ) -> Result<Map<String, Value>, UpstreamError> {
         let policy = RetryPolicy { max_retries: 0, attempt_timeout: timeout, ..retry.clone() };
         let deadline = self.clock.now() + timeout;
-        let response = client::call(&SpinTransport, &self.clock, &policy, deadline, request, &mut self.calls).await?;
+        let response =
+            client::call(&SpinTransport, &self.clock, &policy, deadline, request, &mut Open, &mut self.calls).await?;
         envelope(&response)
     }
 }

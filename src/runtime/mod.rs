@@ -4,6 +4,7 @@
 //! reach the configuration, the stores and Ximilar only through it.
 
 mod breaker;
+mod budget;
 mod config;
 mod context;
 mod endpoint;

@@ -39,6 +39,7 @@ pub async fn serve<E: Endpoint>(request: Request) -> Response {
         }
         Err(error) => Err(error),
     };
+    ctx.release_unused_budget().await;
     let status = match &answer {
         Ok(a) => a.status,
         Err(e) => e.status,
@@ -55,7 +56,7 @@ async fn accept<E: Endpoint>(request: Request, ctx: &mut Context) -> Result<Byte
         return Err(ApiError::method_not_allowed(request.method().as_str(), E::METHOD));
     }
     if E::GUARD != Guard::Never {
-        ctx.caller = authenticate(E::GUARD, request.headers()).await?;
+        ctx.admit(authenticate(E::GUARD, E::NAME, request.headers()).await?);
     }
     match E::METHOD {
         "POST" => read_body(request).await,
@@ -63,15 +64,20 @@ async fn accept<E: Endpoint>(request: Request, ctx: &mut Context) -> Result<Byte
     }
 }
 
-/// The configured caller whose key the request carries; `None` (anonymous)
-/// while no keys are configured or the endpoint does not need one.
-async fn authenticate(guard: Guard, headers: &http::HeaderMap) -> Result<Option<Caller>, ApiError> {
+/// The configured caller whose key the request carries, if that key's scopes
+/// include `endpoint`; `None` (anonymous) while no keys are configured or the
+/// endpoint does not need one.
+async fn authenticate(guard: Guard, endpoint: &str, headers: &http::HeaderMap) -> Result<Option<Caller>, ApiError> {
     let inbound = config::inbound().await.map_err(|why| ApiError::new(500, "config_error", why))?;
     if inbound.callers.is_empty() || (guard == Guard::WhenMetricsProtected && !inbound.protect_metrics) {
         return Ok(None);
     }
     let authorization = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    inbound.callers.authenticate(authorization).cloned().map(Some).ok_or_else(ApiError::unauthorized)
+    let caller = inbound.callers.authenticate(authorization).ok_or_else(ApiError::unauthorized)?;
+    if !caller.scopes.allows(endpoint) {
+        return Err(ApiError::forbidden(endpoint));
+    }
+    Ok(Some(caller.clone()))
 }
 
 /// Reads the body, refusing more than [`MAX_BODY_BYTES`] (by its declared

@@ -26,6 +26,20 @@ impl KvCounters {
         atomics::increment(&self.0, key, delta).map_err(|_| Failed)
     }
 
+    /// The store's own increment decides; a unit over the limit is given back.
+    /// A read first, so a spent limit writes nothing.
+    pub fn reserve(&self, key: &str, limit: i64) -> Result<bool, Failed> {
+        let spent = self.get(key)?.and_then(|bytes| metrics::decode_counter(&bytes)).unwrap_or(0);
+        if spent >= limit {
+            return Ok(false);
+        }
+        if self.increment(key, 1)? <= limit {
+            return Ok(true);
+        }
+        self.increment(key, -1)?;
+        Ok(false)
+    }
+
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Failed> {
         self.0.get(key).map_err(|_| Failed)
     }

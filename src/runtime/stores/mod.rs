@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use self::key_value::{Failed, KvCache, KvCounters};
+pub use self::key_value::Failed;
+use self::key_value::{KvCache, KvCounters};
 use self::sqlite::Database;
 use crate::cache;
 use crate::config::StateStore;
@@ -58,6 +59,34 @@ impl Counters {
             CounterStore::Sqlite(db) => db.increment(key, delta).await,
         };
         tally(&mut self.errors, result)
+    }
+
+    /// Takes one unit of `limit` on `key` for good, or nothing: `Ok(true)` when
+    /// the count, this unit included, is within the limit. Concurrent callers
+    /// can never take more than `limit` between them. A spent limit costs one
+    /// read and no write; a store error is `Err` (the caller decides, and
+    /// budgets refuse).
+    pub async fn reserve(&mut self, key: &str, limit: u64) -> Result<bool, Failed> {
+        if limit == 0 {
+            return Ok(false);
+        }
+        let limit = limit.min(i64::MAX as u64) as i64;
+        let result = match &self.store {
+            CounterStore::Unavailable => Err(Failed),
+            CounterStore::KeyValue(kv) => kv.reserve(key, limit),
+            CounterStore::Sqlite(db) => db.reserve(key, limit).await,
+        };
+        if result.is_err() {
+            self.errors += 1;
+        }
+        result
+    }
+
+    /// Gives back units taken with [`Counters::reserve`], at once.
+    pub async fn release(&mut self, key: &str, units: i64) {
+        if units > 0 {
+            let _ = self.increment(key, -units).await;
+        }
     }
 
     /// Counts `delta` on `key`, written at the next [`Counters::flush`].

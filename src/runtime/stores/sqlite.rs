@@ -74,6 +74,19 @@ impl Database {
         rows.first().and_then(|row| row.get::<i64>(0)).ok_or(Failed)
     }
 
+    /// One conditional statement: the count rises only while below `limit`, so
+    /// concurrent reservations never pass it, and a spent limit writes nothing.
+    pub async fn reserve(&self, key: &str, limit: i64) -> Result<bool, Failed> {
+        let rows = self
+            .run(
+                "INSERT INTO counters (key, value) VALUES (?1, 1) \
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1 WHERE value < ?2 RETURNING value",
+                vec![text(key), Value::Integer(limit)],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     /// Adds every delta in one statement: one write per request, whatever it counted.
     pub async fn add_all(&self, increments: &BTreeMap<String, i64>) -> Result<(), Failed> {
         if increments.is_empty() {

@@ -128,7 +128,7 @@ async fn a_detect_miss_writes_one_entry_and_every_crop_reads_it() {
     let entries = gw.cache_entries();
     let slots: Vec<&str> = entries.iter().map(|(slot, _)| slot.as_str()).collect();
     assert_eq!(slots.len(), 1, "{slots:?}");
-    assert!(slots[0].starts_with("v2:") && slots[0].len() == 7, "{slots:?}");
+    assert!(slots[0].starts_with("v3:") && slots[0].len() == 7, "{slots:?}");
     let entry: serde_json::Value = serde_json::from_slice(&entries[0].1).unwrap();
     let key = entry["k"].as_str().unwrap();
     // The kind, a fingerprint of the settings that shaped the call, and the photo.

@@ -15,3 +15,4 @@ mod faults;
 mod imports;
 mod metrics;
 mod shutdown;
+mod spend;
