@@ -5,7 +5,7 @@
 #   build  - the official Rust image compiles the five components for
 #            wasm32-wasip2, and the static health probe (deploy/healthcheck);
 #   final  - the Spin v4.0.2 image with only spin.toml, the two runtime configs,
-#            the five .wasm files and the probe.
+#            the five .wasm files, the probe and the entrypoint scripts.
 # Build with BuildKit (the default of current Docker): the cache mounts keep the
 # cargo registry and target directories between builds.
 
@@ -66,6 +66,9 @@ WORKDIR /app
 COPY spin.toml runtime-config.toml runtime-config.redis.toml ./
 COPY --from=build /out/target/ ./target/
 COPY --from=build /out/healthcheck /usr/local/bin/healthcheck
+# runtime-config.redis.toml is a template (the Redis password is not in the
+# repository): the entrypoint renders it at start, see the ENTRYPOINT below.
+COPY --chmod=0755 scripts/spin-entrypoint.sh scripts/render-runtime-config.sh /usr/local/bin/
 
 USER 10001:10001
 EXPOSE 8001
@@ -78,6 +81,9 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
 
 # Spin reads the XIMILAR_* variables (env_file: .env) once, at start.
 # docker-compose.yml repeats this command to pick the runtime config
-# (XGW_RUNTIME_CONFIG); the image has no need for a shell to do so.
-ENTRYPOINT ["/usr/local/bin/spin"]
+# (XGW_RUNTIME_CONFIG). The entrypoint execs `spin` with these arguments; only a
+# runtime config with ${XGW_REDIS_...} placeholders is first rendered, from the
+# environment, into a private file under /tmp (Spin itself does no substitution).
+# runtime-config.toml reaches Spin as it is.
+ENTRYPOINT ["/usr/local/bin/spin-entrypoint.sh"]
 CMD ["up", "--listen", "0.0.0.0:8001", "--runtime-config-file", "runtime-config.toml"]

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Checks of the deployment files: Dockerfile, docker-compose.yml, the runtime
-configs, .env.example, deploy/prometheus, deploy/kubernetes, deploy/healthcheck.
+configs, .env.example, deploy/prometheus, deploy/kubernetes, deploy/healthcheck,
+and who may use Redis and the gateway (passwords, NetworkPolicy, caller keys,
+no committed password). Runs `sh` on the entrypoint and Redis start scripts,
+with stand-ins for spin and redis-server.
 
     python3 tests/deploy/check_deploy.py
 
@@ -12,6 +15,7 @@ failure, otherwise a skip. Exits 1 if any check fails; the last line reads
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,9 +23,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 try:
     import yaml
@@ -188,41 +193,71 @@ def manifest_sqlite_labels() -> set[str]:
 
 # ----------------------------------------------------------------------------- compose
 
-_INTERPOLATION = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
-    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
-)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPERATORS = (":?", "?", ":-", "-", ":+", "+")
 
 
 def interpolate(value, env: dict[str, str]):
-    """Compose-style ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:+alt}, $VAR, $$."""
+    """Compose-style ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:+alt}, ${VAR:?err}, $VAR, $$,
+    nested (${A:-${B:?err}}) as compose-go nests them: only the branch taken is substituted."""
     if isinstance(value, dict):
         return {k: interpolate(v, env) for k, v in value.items()}
     if isinstance(value, list):
         return [interpolate(v, env) for v in value]
     if not isinstance(value, str):
         return value
+    return _substitute(value, env)
 
-    def substitute(m: re.Match) -> str:
-        if m.group("escaped"):
-            return "$"
-        name = m.group("braced") or m.group("bare")
-        op, arg, current = m.group("op"), m.group("arg") or "", env.get(name)
-        if op is None:
-            return current or ""
-        if op == ":-":
-            return current if current else arg
-        if op == "-":
-            return current if current is not None else arg
-        if op == ":+":
-            return arg if current else ""
-        if op == "+":
-            return arg if current is not None else ""
-        if (op == ":?" and not current) or (op == "?" and current is None):
-            raise Failure(f"compose needs ${{{name}}}: {arg}")
-        return current
 
-    return _INTERPOLATION.sub(substitute, value)
+def _substitute(text: str, env: dict[str, str]) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text[i] != "$" or i + 1 == len(text):
+            out.append(text[i])
+            i += 1
+        elif text[i + 1] == "$":
+            out.append("$")
+            i += 2
+        elif text[i + 1] == "{":
+            depth, j = 0, i + 1
+            while j < len(text):
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            expect(j < len(text), f"unterminated ${{ in {text!r}")
+            out.append(_braced(text[i + 2:j], env))
+            i = j + 1
+        elif m := _NAME.match(text, i + 1):
+            out.append(env.get(m.group(0), ""))
+            i = m.end()
+        else:
+            out.append("$")
+            i += 1
+    return "".join(out)
+
+
+def _braced(body: str, env: dict[str, str]) -> str:
+    m = _NAME.match(body)
+    expect(m, f"invalid interpolation ${{{body}}}")
+    name, rest = m.group(0), body[m.end():]
+    current = env.get(name)
+    if not rest:
+        return current or ""
+    op = next((o for o in _OPERATORS if rest.startswith(o)), None)
+    expect(op, f"invalid interpolation ${{{body}}}")
+    arg = rest[len(op):]
+    if op == ":-":
+        return current if current else _substitute(arg, env)
+    if op == "-":
+        return current if current is not None else _substitute(arg, env)
+    if op == ":+":
+        return _substitute(arg, env) if current else ""
+    if op == "+":
+        return _substitute(arg, env) if current is not None else ""
+    if (op == ":?" and not current) or (op == "?" and current is None):
+        raise Failure(f"compose needs ${{{name}}}: {_substitute(arg, env)}")
+    return current
 
 
 def compose(env: dict[str, str] | None = None) -> dict:
@@ -550,6 +585,40 @@ def final_copied_files() -> dict[str, str]:
     return files
 
 
+def installed_from_context(path: str) -> str | None:
+    """The build-context file a COPY of the final stage installs at `path`, if any."""
+    for flags, sources, dest in final_copies():
+        if "from" in flags:
+            continue
+        for source in sources:
+            target = str(PurePosixPath(dest, PurePosixPath(source).name)) if dest.endswith("/") else dest
+            if target == path:
+                return source
+    return None
+
+
+def entrypoint_script() -> str | None:
+    """The repository script the image runs as its entrypoint, or None when it runs spin itself."""
+    argv = final_argv()
+    if PurePosixPath(argv[0]).name == "spin":
+        return None
+    source = installed_from_context(argv[0])
+    expect(source, f"the image runs {argv[0]}, which is neither spin nor a file copied from the repository")
+    return source
+
+
+def spin_argv() -> list[str]:
+    """The arguments Spin gets: the image's, through an entrypoint script that ends in exec spin "$@"."""
+    argv = final_argv()
+    script = entrypoint_script()
+    if script is None:
+        return argv
+    lines = [line.strip() for line in read(script).splitlines() if line.strip() and not line.strip().startswith("#")]
+    expect(lines and re.fullmatch(r'exec\s+(?:/usr/local/bin/)?spin\s+"\$@"', lines[-1]),
+           f'{script} (the image\'s entrypoint) does not end in exec spin "$@"')
+    return ["spin"] + argv[1:]
+
+
 def dockerfile_state_dir() -> str:
     workdir = final_workdir()
     state = str(PurePosixPath(workdir, ".spin"))
@@ -570,7 +639,7 @@ def _docker_from():
 
 @check("Dockerfile: runs spin up --listen 0.0.0.0:8001 --runtime-config-file <a copied config>")
 def _docker_cmd():
-    argv = final_argv()
+    argv = spin_argv()
     expect(PurePosixPath(argv[0]).name == "spin" and argv[1:2] == ["up"], f"the image runs {argv}, not `spin up`")
     expect(option_value(argv, "--listen") == CONTAINER_LISTEN, f"--listen is {option_value(argv, '--listen')!r}")
     config = option_value(argv, "--runtime-config-file")
@@ -815,7 +884,7 @@ def _runtime_config_redis():
     config = load_toml("runtime-config.redis.toml")
     for label in manifest_kv_labels():
         store = config["key_value_store"][label]
-        expect(store["type"] == "redis" and store["url"].startswith("redis://"), f"key_value_store.{label} is not a redis:// store")
+        expect(store["type"] == "redis" and store["url"].startswith(("redis://", "rediss://")), f"key_value_store.{label} is not a redis:// store")
     # The first provider that knows a variable wins, so a static state_store ahead of env fixes it.
     first = next((p for p in config.get("variables_provider", []) if "state_store" in p.get("values", {}) or p.get("type") == "env"), {})
     expect(first.get("values", {}).get("state_store") == "key-value",
@@ -1016,6 +1085,30 @@ def spinapp() -> dict:
     return apps[0]
 
 
+def example_secrets() -> dict[str, dict[str, str]]:
+    """The example Secrets of deploy/kubernetes (secret.example.yaml): name -> key -> value."""
+    return {s["metadata"]["name"]: {k: str(v) for k, v in (s.get("stringData") or {}).items()} for s in kube("Secret")}
+
+
+def spinapp_store_urls() -> dict[str, str]:
+    """label -> URL of the SpinApp's key-value stores. A URL taken from a Secret (it holds
+    the password) is read from the example Secret, whose placeholder keeps the host."""
+    urls = {}
+    for store in spinapp()["spec"].get("runtimeConfig", {}).get("keyValueStores", []):
+        for option in store.get("options", []):
+            if option.get("name") != "url":
+                continue
+            ref = (option.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                example = example_secrets().get(ref.get("name"), {})
+                expect(ref.get("key") in example,
+                       f"store {store['name']}: secret.example.yaml shows no key {ref.get('key')!r} in Secret {ref.get('name')!r}")
+                urls[store["name"]] = example[ref["key"]]
+            else:
+                urls[store["name"]] = str(option.get("value") or "")
+    return urls
+
+
 @check("kubernetes: SpinApp with 3 replicas on an executor that runs the Spin 4.0.2 CLI")
 def _kube_spinapp():
     app = spinapp()
@@ -1060,9 +1153,10 @@ def _kube_redis():
     expect(not missing, f"SQLite databases used in spin.toml but not configured: {missing}")
     services = {s["metadata"]["name"]: s for s in kube("Service")}
     deployments = kube("Deployment")
+    urls = spinapp_store_urls()
     for label, store in stores.items():
         expect(store["type"] == "redis", f"store {label} is {store['type']}, not redis")
-        url = urlsplit(store.get("url") or "")
+        url = urlsplit(urls.get(label, ""))
         expect(url.hostname in services, f"store {label}: {url.hostname!r} is not a Service here")
         service = services[url.hostname]
         expect(any(p.get("port") == (url.port or 6379) for p in service["spec"].get("ports", [])), f"Service {url.hostname} has no port {url.port or 6379}")
@@ -1089,9 +1183,7 @@ def kube_redis_for(url: str) -> tuple[dict, dict]:
 
 @check("kubernetes: the cache's Redis is allkeys-lru on a PersistentVolumeClaim, the counters' noeviction, two servers")
 def _kube_redis_roles():
-    stores = {}
-    for store in spinapp()["spec"].get("runtimeConfig", {}).get("keyValueStores", []):
-        stores[store["name"]] = {o["name"]: o.get("value") for o in store.get("options", [])}.get("url") or ""
+    stores = spinapp_store_urls()
     expect(CACHE_LABEL in stores and METRICS_LABEL in stores, f"SpinApp stores are {sorted(stores)}")
     workloads = {label: kube_redis_for(url) for label, url in stores.items() if label in (CACHE_LABEL, METRICS_LABEL)}
     expect(workloads[CACHE_LABEL][0] is not workloads[METRICS_LABEL][0], "cache and metrics use the same Redis workload")
@@ -1199,6 +1291,398 @@ def _kube_order():
         expect(rendered == emitted, f"kubectl kustomize emits {rendered}, this check expects {emitted}")
 
 
+# ----------------------------------------------------------------------------- who may use Redis and the gateway
+#
+# Whoever reaches one of the gateway's Redis servers can forge cached answers, reset
+# callers' budgets or hold the breaker open, and whoever reaches the gateway without a
+# caller key spends credits. These checks fail when a shipped Redis takes no password,
+# when a password is written into the repository, when the Kubernetes Redis admits
+# pods other than the gateway's, or when the SpinApp runs without caller keys.
+
+# ${XGW_REDIS_<NAME>}: what scripts/render-runtime-config.sh fills in.
+REDIS_PLACEHOLDER = re.compile(r"\$\{XGW_REDIS_[A-Z0-9_]+\}")
+# Characters a URL, a shell or a Redis config line would each mangle.
+TEST_PASSWORD = "Test p@ss:w/rd?#%\"'\\é-0123456789"
+# The label the spin-operator gives every pod of a SpinApp (pkg/spinapp: NameLabelKey).
+SPINAPP_POD_LABEL = "core.spinkube.dev/app-name"
+
+
+def is_placeholder(value: str) -> bool:
+    """A value that stands for a secret without being one: a variable, <...>, put-...-here, ..."""
+    v = value.strip().strip("'\"`")
+    return (not v or v.startswith(("$", "<")) or v in ("...", "***")
+            or bool(re.search(r"put-[a-z0-9-]*-here", v)))
+
+
+def redis_credentials(where: str, argv: list[str]) -> list[str]:
+    """The passwords a redis-server command line, or the shell script that starts it,
+    gives Redis: requirepass in a config line, or the >password / #sha256 rules of ACL
+    users. Fails when the default user needs none."""
+    text = "\n".join(argv)
+    expect(not re.search(r"\bnopass\b", text), f"{where}: an ACL rule says nopass")
+    expect("requirepass" not in redis_server_options(argv),
+           f"{where}: --requirepass puts the password on redis-server's command line, which ps shows; use a config line")
+    found = re.findall(r"^\s*requirepass\s+(\S+)", text, re.M)
+    default_ok = bool(found)
+    for m in re.finditer(r"^\s*user\s+(\S+)\s+([^\n]*)", text, re.M):
+        words = m.group(2).split()
+        secrets = [w[1:] for w in words if w[:1] in (">", "#")]
+        found += secrets
+        if m.group(1) == "default":
+            default_ok = bool(secrets) or "off" in words
+    expect(default_ok, f"{where}: Redis can be used without a password (no requirepass, no ACL rule "
+                       "that gives the default user a password or turns it off)")
+    for secret in found:
+        expect("$" in secret, f"{where}: a password literal in its command line")
+    return found
+
+
+def referenced_env(text: str, names) -> set[str]:
+    """Which of `names` a shell script (or Kubernetes' $(NAME)) refers to."""
+    return {n for n in names if re.search(rf"\$(?:\{{#?|\()?{re.escape(n)}\b", text)}
+
+
+def kube_expand(text: str, values: dict[str, str]) -> str:
+    """Kubernetes' expansion of command and args: $$ is $, $(NAME) a variable of the container."""
+    return re.sub(r"\$(\$|\(([A-Za-z_][A-Za-z0-9_]*)\))",
+                  lambda m: "$" if m.group(1) == "$" else values.get(m.group(2), m.group(0)), text)
+
+
+def run_redis_start(where: str, argv: list[str], env_names: set[str]) -> None:
+    """Runs a `sh -c` start script of Redis against stand-ins for docker-entrypoint.sh and
+    redis-server that record their arguments and stdin: with a password set, Redis must be
+    told it (itself, or its SHA-256 in an ACL rule), never on its command line; with an
+    empty one the script must refuse to start Redis."""
+    if len(argv) < 3 or PurePosixPath(argv[0]).name != "sh" or argv[1] != "-c":
+        return  # a plain redis-server command line: nothing to run
+    sh = shutil.which("sh")
+    expect(sh, "no sh on PATH to run the Redis start script")
+    with tempfile.TemporaryDirectory() as tmp:
+        for stub in ("docker-entrypoint.sh", "redis-server"):
+            path = Path(tmp, stub)
+            path.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$XGW_TEST_OUT/args"\ncat > "$XGW_TEST_OUT/stdin"\n')
+            path.chmod(0o755)
+        base = {"PATH": f"{tmp}:/usr/bin:/bin", "XGW_TEST_OUT": tmp, "LC_ALL": "C.UTF-8"}
+        run = subprocess.run([sh, *argv[1:]], env={**base, **{n: TEST_PASSWORD for n in env_names}},
+                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        expect(run.returncode == 0, f"{where}: its start script fails with a password set: {run.stderr.strip()}")
+        args, stdin = Path(tmp, "args").read_text(), Path(tmp, "stdin").read_text()
+        expect(TEST_PASSWORD not in args, f"{where}: the password is on redis-server's command line, which ps shows")
+        digest = hashlib.sha256(TEST_PASSWORD.encode()).hexdigest()
+        told = re.search(rf"^\s*user\s+default\s+(?=.*\bon\b).*(#{digest}|>{re.escape(TEST_PASSWORD)})(\s|$)", stdin, re.M) \
+            or re.search(rf"^\s*requirepass\s+\"?{re.escape(TEST_PASSWORD)}", stdin, re.M)
+        expect(told, f"{where}: with a password set, Redis is not given it (its config on stdin: {stdin.strip()!r})")
+        for name in env_names:
+            Path(tmp, "args").unlink()
+            run = subprocess.run([sh, *argv[1:]], env={**base, **{n: TEST_PASSWORD for n in env_names}, name: ""},
+                                 capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            expect(run.returncode != 0 and not Path(tmp, "args").exists(),
+                   f"{where}: with {name} empty its start script still starts Redis")
+
+
+@check("compose: each Redis requires a password, XGW_REDIS_PASSWORD, which compose demands with a profile on")
+def _compose_redis_auth():
+    env = {"COMPOSE_PROFILES": "redis", "XGW_REDIS_PASSWORD": TEST_PASSWORD}
+    services = compose(env)["services"]
+    raw = load_yaml("docker-compose.yml")["services"]
+    redis = {name: svc for name, svc in services.items() if str(svc.get("image", "")).startswith("redis:")}
+    expect(redis, "docker-compose.yml has no Redis service")
+    try:
+        compose({"COMPOSE_PROFILES": "redis"})
+    except Failure as e:
+        expect("XGW_REDIS_PASSWORD" in str(e), f"with the profile on and no password compose stops for another reason: {e}")
+    else:
+        raise Failure("with COMPOSE_PROFILES=redis and no XGW_REDIS_PASSWORD, compose starts Redis anyway")
+    compose({})  # the default setup must not need the password (raises if it does)
+
+    def as_list(value) -> list[str]:
+        return shlex.split(value) if isinstance(value, str) else [str(v) for v in (value or [])]
+
+    def environment(svc) -> dict:
+        value = svc.get("environment") or {}
+        return value if isinstance(value, dict) else dict(str(e).partition("=")[::2] for e in value)
+
+    for name, svc in redis.items():
+        where = f"docker-compose.yml service {name}"
+        argv = as_list(svc.get("entrypoint")) + as_list(svc.get("command"))
+        redis_credentials(where, argv)
+        values, sources = environment(svc), environment(raw[name])
+        used = referenced_env("\n".join(argv), values)
+        expect(used, f"{where}: its password does not come from its environment")
+        for var in used:
+            expect(re.search(r"\$\{XGW_REDIS_PASSWORD\b", str(sources.get(var, ""))) and values[var] == TEST_PASSWORD,
+                   f"{where}: {var} is {sources.get(var)!r}, not XGW_REDIS_PASSWORD from .env")
+        test = " ".join(as_list((svc.get("healthcheck") or {}).get("test")))
+        if "redis-cli" in test:
+            # redis-cli exits 0 on a NOAUTH error: only PONG proves the password works.
+            expect("PONG" in test and "REDISCLI_AUTH" in values, f"{where}: its healthcheck passes without the password")
+        run_redis_start(where, argv, used)
+
+
+def kube_redis_containers() -> list[tuple[dict, dict]]:
+    out = []
+    for workload in kube("Deployment") + kube("StatefulSet"):
+        for container in workload["spec"]["template"]["spec"].get("containers", []):
+            if str(container.get("image", "")).startswith("redis:"):
+                out.append((workload, container))
+    return out
+
+
+@check("kubernetes: each Redis requires a password, taken from a Secret")
+def _kube_redis_auth():
+    containers = kube_redis_containers()
+    expect(containers, "deploy/kubernetes runs no Redis")
+    examples = example_secrets()
+    for workload, container in containers:
+        where = f"deploy/kubernetes {workload['kind']} {workload['metadata']['name']}"
+        env = {e["name"]: e for e in container.get("env", [])}
+        argv = [kube_expand(str(a), {}) for a in (container.get("command") or []) + (container.get("args") or [])]
+        redis_credentials(where, argv)
+        used = referenced_env("\n".join((container.get("command") or []) + (container.get("args") or [])), env)
+        expect(used, f"{where}: its password does not come from its environment")
+        for var in used:
+            ref = (env[var].get("valueFrom") or {}).get("secretKeyRef") or {}
+            expect(ref and "value" not in env[var], f"{where}: {var} is not taken from a Secret")
+            expect(ref.get("key") in examples.get(ref.get("name"), {}),
+                   f"{where}: secret.example.yaml shows no key {ref.get('key')!r} in Secret {ref.get('name')!r}")
+        # Kubernetes substitutes $(NAME) before the shell runs: model it with the test password.
+        argv = [kube_expand(str(a), {v: TEST_PASSWORD for v in used})
+                for a in (container.get("command") or []) + (container.get("args") or [])]
+        run_redis_start(where, argv, used)
+
+
+@check("runtime-config.redis.toml: each Redis URL has a password placeholder, which the image's entrypoint fills in")
+def _runtime_config_redis_auth():
+    stores = {label: s for label, s in load_toml("runtime-config.redis.toml").get("key_value_store", {}).items()
+              if s.get("type") == "redis"}
+    expect(stores, "runtime-config.redis.toml has no Redis store")
+    names = set()
+    for label, store in stores.items():
+        url = urlsplit(store.get("url", ""))
+        expect(url.password, f"key_value_store.{label}: {store.get('url')!r} has no password, so its Redis takes anyone")
+        for part in (url.username, url.password):
+            if part:
+                expect(REDIS_PLACEHOLDER.fullmatch(part),
+                       f"key_value_store.{label}: {part!r} in its URL is a credential written into the repository, "
+                       "not a ${XGW_REDIS_<NAME>} placeholder")
+                names.add(part[2:-1])
+    script = entrypoint_script()
+    expect(script, "the image runs spin directly, which would send the placeholder itself as the password "
+                   "(Spin substitutes nothing in a runtime config)")
+    renderer = installed_from_context(str(PurePosixPath(final_argv()[0]).with_name("render-runtime-config.sh")))
+    expect(renderer and (ROOT / renderer).is_file(), "the image has no render-runtime-config.sh beside its entrypoint")
+    with tempfile.TemporaryDirectory() as tmp:
+        bin_dir, tmp_dir = Path(tmp, "bin"), Path(tmp, "tmp")
+        bin_dir.mkdir()
+        tmp_dir.mkdir()
+        (bin_dir / "spin").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$XGW_TEST_OUT"\n')
+        (bin_dir / "spin").chmod(0o755)
+        out = Path(tmp, "spin-args")
+        base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_dir), "XGW_TEST_OUT": str(out), "LC_ALL": "C.UTF-8"}
+
+        def start(config: str, env: dict) -> tuple[subprocess.CompletedProcess, list[str]]:
+            out.unlink(missing_ok=True)
+            run = subprocess.run(["sh", str(ROOT / script), "up", "--runtime-config-file", config],
+                                 env={**base, **env}, capture_output=True, text=True, timeout=30, cwd=ROOT)
+            return run, (out.read_text().splitlines() if out.exists() else [])
+
+        run, args = start("runtime-config.redis.toml", {n: TEST_PASSWORD for n in names})
+        expect(run.returncode == 0, f"{script} fails on runtime-config.redis.toml: {run.stderr.strip()}")
+        rendered = Path(option_value(args, "--runtime-config-file") or "")
+        expect(rendered.is_absolute() and rendered.is_relative_to(tmp_dir),
+               f"{script} gives Spin {rendered}, not a rendered copy under $TMPDIR")
+        expect(rendered.stat().st_mode & 0o077 == 0, f"the rendered runtime config {rendered} is readable by others")
+        config = tomllib.loads(rendered.read_text())
+        errors = runtime_config_errors(config)
+        expect(not errors, f"the rendered runtime config: {'; '.join(errors)}")
+        for label in stores:
+            url = urlsplit(config["key_value_store"][label]["url"])
+            expect(unquote(url.password or "") == TEST_PASSWORD,
+                   f"key_value_store.{label}: the rendered URL does not carry the password: {url.password!r}")
+        run, args = start("runtime-config.toml", {})
+        expect(run.returncode == 0 and option_value(args, "--runtime-config-file") == "runtime-config.toml",
+               f"{script} does not pass runtime-config.toml to Spin untouched: {args} {run.stderr.strip()}")
+        run, args = start("runtime-config.redis.toml", {})
+        expect(run.returncode != 0 and not args, f"{script} starts Spin on runtime-config.redis.toml without the password")
+
+
+@check("kubernetes: the SpinApp's Redis URLs come whole from a Secret, and carry a password")
+def _kube_redis_urls():
+    examples = example_secrets()
+    stores = [s for s in spinapp()["spec"].get("runtimeConfig", {}).get("keyValueStores", []) if s.get("type") == "redis"]
+    expect(stores, "the SpinApp has no Redis store")
+    for store in stores:
+        options = [o for o in store.get("options", []) if o.get("name") == "url"]
+        expect(len(options) == 1, f"store {store['name']}: no url option")
+        option = options[0]
+        ref = (option.get("valueFrom") or {}).get("secretKeyRef")
+        if not ref:
+            url = urlsplit(str(option.get("value") or ""))
+            expect(url.password, f"store {store['name']}: {option.get('value')!r} has no password, so any pod that reaches its Redis can use it")
+            raise Failure(f"store {store['name']}: a password written into spinapp.yaml; take the URL from a Secret (valueFrom.secretKeyRef)")
+        expect("value" not in option, f"store {store['name']}: both value and valueFrom")
+        url = examples.get(ref.get("name"), {}).get(ref.get("key"), "")
+        expect(url, f"store {store['name']}: secret.example.yaml shows no key {ref.get('key')!r} in Secret {ref.get('name')!r}")
+        parts = urlsplit(url)
+        expect(parts.scheme in ("redis", "rediss") and parts.password,
+               f"store {store['name']}: the example URL {url!r} carries no password")
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector matches these labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and labels.get(key) in values) \
+                or (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+@check("kubernetes: a NetworkPolicy admits only the gateway's pods to each Redis, and only on 6379")
+def _kube_redis_network():
+    app = spinapp()
+    gateway = {SPINAPP_POD_LABEL: app["metadata"]["name"], **(app["spec"].get("podLabels") or {})}
+    stranger = {"app.kubernetes.io/name": "some-other-app"}
+    policies = kube("NetworkPolicy")
+    containers = kube_redis_containers()
+    expect(containers, "deploy/kubernetes runs no Redis")
+    for workload, container in containers:
+        where = f"{workload['kind']} {workload['metadata']['name']}"
+        labels = workload["spec"]["template"]["metadata"].get("labels", {})
+        ports = {p.get("name"): p.get("containerPort") for p in container.get("ports", [])}
+        isolating = [p for p in policies if selects(p["spec"].get("podSelector") or {}, labels)
+                     and "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])]
+        expect(isolating, f"{where}: no NetworkPolicy restricts who connects to it: every pod of the cluster can")
+        admitted = False
+        for policy in isolating:
+            name = f"NetworkPolicy {policy['metadata']['name']}"
+            for rule in policy["spec"].get("ingress") or []:
+                peers = rule.get("from")
+                expect(peers, f"{name}: an ingress rule without `from` admits every source to {where}")
+                for peer in peers:
+                    extra = sorted(set(peer) - {"podSelector"})
+                    expect(not extra, f"{name}: admits {extra} (other namespaces or addresses) to {where}")
+                    selector = peer.get("podSelector") or {}
+                    expect(selects(selector, gateway), f"{name}: admits pods other than the gateway's ({selector}) to {where}")
+                    expect(not selects(selector, stranger), f"{name}: its podSelector {selector} admits any pod to {where}")
+                expect(rule.get("ports"), f"{name}: a rule without ports opens every port of {where}")
+                for port in rule["ports"]:
+                    number = ports.get(port.get("port"), port.get("port"))
+                    expect(number == 6379 and port.get("protocol", "TCP") == "TCP", f"{name}: opens {port} of {where}")
+                admitted = True
+        expect(admitted, f"{where}: its NetworkPolicy admits nobody, the gateway included")
+
+
+@check("kubernetes: the SpinApp sets inbound_keys (caller keys) from its Secret; the example shows name:key[:budget[:scopes]]")
+def _kube_inbound_keys():
+    by_name = {v["name"]: v for v in spinapp()["spec"].get("variables", [])}
+    expect("inbound_keys" in manifest_variables(), "spin.toml has no variable inbound_keys")
+    variable = by_name.get("inbound_keys")
+    expect(variable, "the SpinApp does not set inbound_keys: without caller keys any pod of the cluster can spend credits")
+    ref = (variable.get("valueFrom") or {}).get("secretKeyRef") or {}
+    expect(ref and "value" not in variable, f"inbound_keys must come from a Secret, is {variable}")
+    token = ((by_name.get("api_token", {}).get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
+    expect(ref.get("name") == token, f"inbound_keys comes from Secret {ref.get('name')!r}, the token from {token!r}")
+    expect(not ref.get("optional"), "inbound_keys is optional: a Secret without it would run the gateway open")
+    example = example_secrets().get(ref["name"], {}).get(ref.get("key"))
+    expect(example, f"secret.example.yaml shows no {ref.get('key')!r} in Secret {ref['name']!r}")
+    for entry in example.split(","):
+        parts = entry.strip().split(":")
+        expect(len(parts) >= 2 and re.fullmatch(r"[A-Za-z0-9_-]{1,32}", parts[0]), f"example caller entry {entry!r}: not name:key")
+        if parts[1] == "sha256":
+            expect(len(parts) >= 3 and re.fullmatch(r"[0-9a-f]{64}|<[^>]*>", parts[2]), f"example caller entry {entry!r}: bad digest")
+            rest = parts[3:]
+        else:
+            expect(len(parts[1]) >= 16 and not re.search(r"\s", parts[1]), f"example caller entry {entry!r}: a key of under 16 characters")
+            rest = parts[2:]
+        expect(not rest or re.fullmatch(r"\d+|-", rest[0]), f"example caller entry {entry!r}: its budget is not a number")
+        scopes = r"all|(?:detect|tag|search|metrics)(?:\+(?:detect|tag|search|metrics))*"
+        expect(len(rest) < 2 or re.fullmatch(scopes, rest[1]), f"example caller entry {entry!r}: unknown scopes")
+        expect(len(rest) <= 2, f"example caller entry {entry!r}: more fields than name:key:budget:scopes")
+
+
+# (label, pattern whose group 1 is the value that must be a placeholder)
+LITERAL_PATTERNS = [
+    ("a password in a Redis URL", re.compile(r"\brediss?://[^\s:@/\"'`]*:([^\s@/\"'`]+)@")),
+    # --requirepass x, a YAML list (- --requirepass / - x), a JSON array, a config line
+    ("a requirepass value", re.compile(r"(?:--|^[ \t#]*)requirepass[\"']?(?:[ \t=]+|\s*\n[ \t]*-[ \t]+|\s*,\s*)(\S+)", re.M)),
+    ("an ACL password", re.compile(r"^[ \t]*user[ \t]+\S+[ \t][^\n]*?(?:\bon\b|\boff\b|\breset\w*)[^\n]*?[ \t]>(\S+)", re.M)),
+    ("the Redis password variable", re.compile(r"(?<![{\w])(?:XGW_REDIS_[A-Z0-9_]*PASSWORD|REDISCLI_AUTH)[ \t]*[=:][ \t]*(\S*)")),
+]
+
+
+def password_literals(text: str) -> list[tuple[int, str, str]]:
+    """(line, what, value) of every committed-looking Redis password in `text`."""
+    hits = []
+    for what, pattern in LITERAL_PATTERNS:
+        for m in pattern.finditer(text):
+            if not is_placeholder(m.group(1)):
+                hits.append((text.count("\n", 0, m.start(1)) + 1, what, m.group(1)))
+    return hits
+
+
+def repository_files() -> list[str]:
+    """Tracked and new (not ignored) files; .env and build output stay out."""
+    run = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                         cwd=ROOT, capture_output=True, timeout=60) if (ROOT / ".git").exists() and shutil.which("git") else None
+    if run is not None and run.returncode == 0:
+        return sorted({f for f in run.stdout.decode().split("\0") if f and (ROOT / f).is_file()})
+    return sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
+                  if p.is_file() and not {".git", "target", ".spin"} & set(p.relative_to(ROOT).parts) and p.name != ".env")
+
+
+@check("no Redis password is committed (URLs, requirepass, ACL rules, its variables; example Secrets hold placeholders)")
+def _no_password_literals():
+    hits = []
+    for rel in repository_files():
+        if rel == "tests/deploy/check_deploy.py":
+            continue  # its own test strings
+        data = (ROOT / rel).read_bytes()
+        if b"\0" in data[:8192] or len(data) > 4_000_000:
+            continue
+        text = data.decode("utf-8", errors="replace")
+        hits += [f"{rel}:{line}: {what} {value!r}" for line, what, value in password_literals(text)]
+        if rel.startswith("deploy/") and rel.endswith((".yaml", ".yml")):
+            for doc in load_yaml_docs(rel):
+                if isinstance(doc, dict) and doc.get("kind") == "Secret":
+                    name = doc.get("metadata", {}).get("name")
+                    if doc.get("data"):
+                        hits.append(f"{rel}: Secret {name} has data (base64 is no protection): use placeholders in stringData")
+                    for key, value in (doc.get("stringData") or {}).items():
+                        if not is_placeholder(str(value)) and not re.search(r"<[^>]+>", str(value)):
+                            hits.append(f"{rel}: Secret {name} key {key} holds {str(value)!r}, not a placeholder")
+    expect(not hits, "committed secrets:\n      " + "\n      ".join(hits))
+
+
+@check("secret detectors and label selectors (self-test)")
+def _secret_self_test():
+    bad = ["url = \"redis://:hunter2hunter2@redis-cache:6379\"", "      - --requirepass\n      - s3cret-value",
+           "requirepass s3cret-value", "user default on >s3cret-value ~* +@all", "XGW_REDIS_PASSWORD=s3cret-value",
+           "REDISCLI_AUTH: s3cret-value", "rediss://gw:s3cret-value@cache.example:6380"]
+    good = ["url = \"redis://:${XGW_REDIS_PASSWORD}@redis-cache:6379\"", "redis://:$pw@host:6379", "# XGW_REDIS_PASSWORD=\n",
+            "REDISCLI_AUTH: ${XGW_REDIS_PASSWORD:-x}", "redis://:put-the-redis-password-here@h:6379", "redis://secret@host",
+            "user default on resetpass #$$hash ~* &* +@all", "XGW_REDIS_PASSWORD=<openssl rand -hex 32>", "redis://h:6379"]
+    for text in bad:
+        expect(password_literals(text), f"the detector misses {text!r}")
+    for text in good:
+        expect(not password_literals(text), f"the detector flags {text!r}: {password_literals(text)}")
+    expect(selects({"matchLabels": {"a": "1"}}, {"a": "1", "b": "2"}) and not selects({"matchLabels": {"a": "1"}}, {"a": "2"}), "matchLabels")
+    expect(selects({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1", "2"]}]}, {"a": "2"}), "In")
+    expect(not selects({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {}), "Exists")
+    expect(selects({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}, {}), "DoesNotExist")
+    expect(selects({}, {"x": "y"}), "an empty selector selects everything")
+    for argv in (["redis-server", "--maxmemory", "1mb"], ["sh", "-c", "user default on ~* +@all", "x"]):
+        try:
+            redis_credentials("self-test", argv)
+        except Failure:
+            pass
+        else:
+            raise Failure(f"the credential reader accepts {argv}, which has no password")
+    expect(redis_credentials("self-test", ["sh", "-c", "user default on #$h ~* +@all"]) == ["$h"], "ACL hash rule")
+
+
 # ----------------------------------------------------------------------------- healthcheck and docs
 
 
@@ -1228,7 +1712,7 @@ def _operations_doc():
     expect(name and name in text, f"docs/operations.md does not name the state volume {name!r}")
     for needle in (SPIN_IMAGE, "docker compose logs", "XGW_TAG=previous", "COMPOSE_PROFILES=redis",
                    "XGW_RUNTIME_CONFIG=runtime-config.redis.toml", "WORKERS", "Retry-After",
-                   "allkeys-lru", "noeviction", "FLUSHDB"):
+                   "allkeys-lru", "noeviction", "FLUSHDB", "XGW_REDIS_PASSWORD", "rediss://"):
         expect(needle in text, f"docs/operations.md does not mention {needle!r}")
     for host, _ in redis_store_urls().values():
         expect(host in text, f"docs/operations.md does not name the Redis service {host!r}")
