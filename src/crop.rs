@@ -3,19 +3,35 @@
 //! runs the same code inside its sandbox.
 //!
 //! Limits come first: only JPEG, PNG and WebP are decoded, and the pixel count
-//! is read from the header and refused before any pixel buffer is allocated
-//! (a small file can declare a huge image). The box is taken in the image as
-//! displayed (EXIF orientation applied), and only the box is rotated.
+//! and the decoded size are read from the header and refused before any pixel
+//! buffer is allocated (a small file can declare a huge image). The image is
+//! decoded once and the box is read from it in place: only the box, scaled
+//! down, is ever copied. The box is taken in the image as displayed (EXIF
+//! orientation applied), and only the scaled box is rotated.
 
 use std::io::Cursor;
 use std::time::Duration;
 
-use image::imageops::FilterType;
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
+use image::{DynamicImage, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Limits, Pixel, RgbImage};
 
 use crate::contract::ApiError;
 use crate::urls::Crop;
+
+/// Most memory decoding one image may hold: the decoded pixels (width ×
+/// height × the bytes per pixel of the decoder's colour type, so 16-bit and
+/// alpha channels count) plus the whole-image buffers that the decoder of a
+/// progressive JPEG or of a WebP keeps besides them. The whole image is held
+/// while its box is cut out, and one instance runs up to 16 requests in a 2 GB
+/// container, so one crop gets about a sixteenth of it. Fits 44 MP of 8-bit
+/// RGB in a baseline JPEG (a 12 MP photo takes 36 MB); refuses a 50 MP 16-bit
+/// RGBA PNG (400 MB), however well it compresses.
+pub const MAX_DECODED_BYTES: u64 = 128 * 1024 * 1024;
+
+/// Longest side any decoder is asked to handle, checked from the header: the
+/// most a JPEG can declare (a WebP stops at 16,383), so no photo is refused,
+/// while a PNG declaring a side of billions cannot size its row buffers by it.
+pub const MAX_IMAGE_SIDE: u32 = 65_535;
 
 /// What the crop step may cost and produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +63,9 @@ pub enum CropError {
     Unreadable(String),
     /// The header declares more pixels than allowed (a decompression bomb, or just too big).
     TooManyPixels { width: u32, height: u32 },
+    /// Decoding the image would hold more than [`MAX_DECODED_BYTES`] (deep or
+    /// transparent pixels, a progressive JPEG): refused from its header, like a bomb.
+    DecodedTooLarge { width: u32, height: u32, bytes: u64 },
     /// The box (with its margin) does not overlap the image.
     OutsideImage { width: u32, height: u32 },
     /// Too little time is left to decode an image this large (decoding cannot be interrupted).
@@ -59,6 +78,7 @@ impl CropError {
         match self {
             CropError::Unreadable(_) => "unreadable",
             CropError::TooManyPixels { .. } => "too_many_pixels",
+            CropError::DecodedTooLarge { .. } => "decoded_too_large",
             CropError::OutsideImage { .. } => "outside_image",
             CropError::NoTime => "timeout",
         }
@@ -71,6 +91,13 @@ impl CropError {
             CropError::TooManyPixels { width, height } => ApiError::invalid(
                 "image_unreadable",
                 format!("the image is {width}x{height} pixels, more than the {} allowed", limits.max_pixels),
+            ),
+            CropError::DecodedTooLarge { width, height, bytes } => ApiError::invalid(
+                "image_unreadable",
+                format!(
+                    "the image is {width}x{height} pixels and takes {bytes} bytes to decode: \
+                     over the decoded size limit of {MAX_DECODED_BYTES} bytes (128 MiB)"
+                ),
             ),
             CropError::OutsideImage { width, height } => ApiError::invalid(
                 "crop_outside_image",
@@ -103,14 +130,137 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
     }
 }
 
+/// The decoders' own limits: no side over [`MAX_IMAGE_SIDE`], and at most
+/// `alloc` bytes for the buffers a decoder sizes itself (the PNG decoder
+/// counts its rows and chunks against it).
+fn decoder_limits(alloc: u64) -> Limits {
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(alloc);
+    limits
+}
+
+/// A decoder for `bytes` that has read the header and nothing more.
 fn open(bytes: &[u8]) -> Result<impl ImageDecoder + '_, CropError> {
     let format = sniff(bytes).ok_or_else(|| CropError::Unreadable("not a JPEG, PNG or WebP image".into()))?;
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(CropError::Unreadable("the JPEG is truncated (its last scan has no end)".into()));
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    reader.limits(Limits::default());
+    reader.limits(decoder_limits(MAX_DECODED_BYTES));
     reader.into_decoder().map_err(unreadable)
+}
+
+/// Refuses, from the header alone, an image too large to decode: more pixels
+/// than `limits` allow, or more than [`MAX_DECODED_BYTES`] held to decode it.
+/// As `ImageReader::decode` does, what is left of the allowance becomes the
+/// decoder's limit for its own buffers.
+fn admit(bytes: &[u8], decoder: &mut impl ImageDecoder, limits: &CropLimits) -> Result<(), CropError> {
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(CropError::TooManyPixels { width, height });
+    }
+    let working = match sniff(bytes) {
+        Some(ImageFormat::Jpeg) => jpeg_coefficient_bytes(bytes),
+        Some(ImageFormat::WebP) => webp_frame_bytes(bytes, width, height),
+        // The PNG decoder keeps two rows, and counts them against its `Limits`.
+        _ => 0,
+    };
+    let needed = decoder.total_bytes().saturating_add(working);
+    if needed > MAX_DECODED_BYTES {
+        return Err(CropError::DecodedTooLarge { width, height, bytes: needed });
+    }
+    decoder.set_limits(decoder_limits(MAX_DECODED_BYTES - needed)).map_err(unreadable)
+}
+
+/// A JPEG's frame header: its size, whether it is progressive, and how each
+/// component is sampled (horizontally, vertically).
+struct JpegFrame {
+    progressive: bool,
+    width: u64,
+    height: u64,
+    sampling: Vec<(u64, u64)>,
+}
+
+impl JpegFrame {
+    /// Every component's coefficients, 2 bytes each, on the grid of whole blocks.
+    fn coefficient_bytes(&self) -> u64 {
+        let h_max = self.sampling.iter().map(|s| s.0).max().unwrap_or(1);
+        let v_max = self.sampling.iter().map(|s| s.1).max().unwrap_or(1);
+        let (across, down) = (self.width.div_ceil(8 * h_max), self.height.div_ceil(8 * v_max));
+        self.sampling.iter().map(|(h, v)| (across * h * 8) * (down * v * 8) * 2).sum()
+    }
+}
+
+/// What the JPEG decoder holds besides the decoded pixels. A progressive JPEG
+/// (or one whose first scan lacks a component) is decoded from all of its
+/// coefficients at once; a baseline JPEG a row of blocks at a time (0). The
+/// `image` crate's `Limits` do not reach that buffer, so it is counted here.
+/// A header that ends before its first scan counts as progressive.
+fn jpeg_coefficient_bytes(jpeg: &[u8]) -> u64 {
+    let mut frame: Option<JpegFrame> = None;
+    let mut at = 2;
+    let whole_image = loop {
+        // A marker is 0xFF then its code; fill bytes and anything between segments are skipped.
+        let Some(ff) = jpeg.get(at..).and_then(|rest| rest.iter().position(|b| *b == 0xFF)) else { break true };
+        at += ff + 1;
+        let Some(&code) = jpeg.get(at) else { break true };
+        if matches!(code, 0xFF | 0x00 | 0x01 | 0xD0..=0xD8) {
+            continue;
+        }
+        let Some(&[high, low]) = jpeg.get(at + 1..at + 3) else { break true };
+        let length = usize::from(u16::from_be_bytes([high, low]));
+        let Some(body) = jpeg.get(at + 3..(at + 1 + length).max(at + 3)) else { break true };
+        match code {
+            // Start of frame (0xC4, 0xC8 and 0xCC are other segments).
+            0xC0..=0xCF if !matches!(code, 0xC4 | 0xC8 | 0xCC) => {
+                let Some(&[_, h1, h0, w1, w0, count]) = body.get(..6) else { break true };
+                let sampling = body[6..].chunks_exact(3).take(usize::from(count));
+                frame = Some(JpegFrame {
+                    progressive: matches!(code, 0xC2 | 0xC6 | 0xCA | 0xCE),
+                    width: u64::from(u16::from_be_bytes([w1, w0])),
+                    height: u64::from(u16::from_be_bytes([h1, h0])),
+                    sampling: sampling.map(|c| (u64::from(c[1] >> 4).max(1), u64::from(c[1] & 0x0F).max(1))).collect(),
+                });
+            }
+            // The first scan: a baseline one with every component in it streams.
+            0xDA => {
+                break frame
+                    .as_ref()
+                    .is_none_or(|f| f.progressive || body.first().is_none_or(|n| usize::from(*n) < f.sampling.len()))
+            }
+            0xD9 => break true,
+            _ => {}
+        }
+        at += 1 + length;
+    };
+    frame.filter(|_| whole_image).map_or(0, |f| f.coefficient_bytes())
+}
+
+/// What the WebP decoder holds besides the decoded pixels, at most, by the
+/// kind of WebP its first chunk names: a lossy frame's YUV planes (1.5 bytes a
+/// pixel, on 16-pixel macroblocks); an RGBA frame (4 bytes) for a lossless
+/// image without alpha; for lossy with alpha, its planes plus the alpha plane
+/// decoded as RGBA and its green channel (5 bytes); for an animation, the
+/// first frame composed on top of all that.
+fn webp_frame_bytes(webp: &[u8], width: u32, height: u32) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let yuv = u64::from(width.div_ceil(16) * 16) * u64::from(height.div_ceil(16) * 16) * 3 / 2;
+    match webp.get(12..16) {
+        Some(b"VP8 ") => yuv,
+        // The simple lossless header: signature 0x2F, then width, height and the alpha bit.
+        Some(b"VP8L") => match webp.get(21..25) {
+            Some(&[_, _, _, last]) if last & 0x10 != 0 => 0,
+            _ => 4 * pixels,
+        },
+        Some(b"VP8X") => match webp.get(20).copied().unwrap_or(0xFF) {
+            flags if flags & 0x02 != 0 => yuv + 5 * pixels + 4 * pixels,
+            flags if flags & 0x10 != 0 => yuv + 5 * pixels,
+            _ => 4 * pixels,
+        },
+        _ => yuv + 9 * pixels,
+    }
 }
 
 /// The JPEG decoder fills a cut-off scan with grey instead of failing, so a
@@ -126,44 +276,55 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 }
 
 fn unreadable(e: image::ImageError) -> CropError {
-    CropError::Unreadable(format!("the image could not be decoded ({e})"))
+    match e {
+        image::ImageError::Limits(limit) => CropError::Unreadable(format!(
+            "the image is beyond the decoder's limits ({limit}): sides up to {MAX_IMAGE_SIDE} pixels, \
+             {MAX_DECODED_BYTES} bytes decoded"
+        )),
+        e => CropError::Unreadable(format!("the image could not be decoded ({e})")),
+    }
 }
 
 /// Decodes `bytes`, cuts out `crop` plus the margin and encodes it as JPEG.
-/// Decoding starts only if [`estimated_cost`] of the declared size fits in `time_left`.
+/// Decoding starts only if [`estimated_cost`] of the declared size fits in
+/// `time_left`. At most one decoded image is held, plus the scaled box.
 pub fn crop_to_jpeg(bytes: &[u8], crop: Crop, limits: &CropLimits, time_left: Duration) -> Result<Cropped, CropError> {
     let mut decoder = open(bytes)?;
+    admit(bytes, &mut decoder, limits)?;
     let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > limits.max_pixels {
-        return Err(CropError::TooManyPixels { width, height });
-    }
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (shown_w, shown_h) = displayed_size(orientation, width, height);
     let region = region(crop, limits.margin_pct, shown_w, shown_h)
         .ok_or(CropError::OutsideImage { width: shown_w, height: shown_h })?;
-    let raw = stored_region(orientation, region, width, height);
-    if estimated_cost(pixels) > time_left {
+    let stored = stored_region(orientation, region, width, height);
+    if estimated_cost(u64::from(width) * u64::from(height)) > time_left {
         return Err(CropError::NoTime);
     }
 
     let image = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
-    let mut piece = image.crop_imm(raw[0], raw[1], raw[2] - raw[0], raw[3] - raw[1]);
+    let (out_w, out_h) = fitted(stored[2] - stored[0], stored[3] - stored[1], limits.max_side);
+    let piece = box_on_white(&image, stored, out_w, out_h)
+        .ok_or_else(|| CropError::Unreadable("the image's colour type is not supported".into()))?;
     drop(image);
+    let mut piece = DynamicImage::ImageRgb8(piece);
     piece.apply_orientation(orientation);
-    let longest = piece.width().max(piece.height());
-    if longest > limits.max_side {
-        let scale = f64::from(limits.max_side) / f64::from(longest);
-        let w = ((f64::from(piece.width()) * scale).round() as u32).max(1);
-        let h = ((f64::from(piece.height()) * scale).round() as u32).max(1);
-        piece = piece.resize_exact(w, h, FilterType::Triangle);
-    }
-    let rgb = flatten_on_white(piece);
+    let rgb = piece.into_rgb8();
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, limits.quality)
         .encode_image(&rgb)
         .map_err(|e| CropError::Unreadable(format!("the crop could not be encoded ({e})")))?;
     Ok(Cropped { jpeg, width: rgb.width(), height: rgb.height(), region })
+}
+
+/// A `width` × `height` box's size once its longer side is at most `max_side`.
+fn fitted(width: u32, height: u32, max_side: u32) -> (u32, u32) {
+    let longest = width.max(height);
+    if longest <= max_side {
+        return (width, height);
+    }
+    let scale = f64::from(max_side) / f64::from(longest);
+    let side = |v: u32| ((f64::from(v) * scale).round() as u32).max(1);
+    (side(width), side(height))
 }
 
 /// The box grown by `margin_pct` on every side, clipped to a `width` × `height`
@@ -207,24 +368,195 @@ fn stored_region(orientation: Orientation, region: [u32; 4], width: u32, height:
     [ax.min(bx), ay.min(by), ax.max(bx), ay.max(by)]
 }
 
-/// JPEG has no alpha: transparent pixels become white (a product photo's
-/// usual background), not whatever colour hides under them.
-fn flatten_on_white(image: DynamicImage) -> image::RgbImage {
-    if !image.color().has_alpha() {
-        return image.to_rgb8();
+/// The `region` (`[x1, y1, x2, y2]`) of the decoded `image`, put on white and
+/// scaled to `width` × `height`. It is read in place, one source row at a time,
+/// so besides the result only a row of floats is allocated; `None` for a
+/// colour type no decoder here produces.
+fn box_on_white(image: &DynamicImage, region: [u32; 4], width: u32, height: u32) -> Option<RgbImage> {
+    let scaled = match image {
+        DynamicImage::ImageLuma8(b) => scale_on_white(b, region, width, height),
+        DynamicImage::ImageLumaA8(b) => scale_on_white(b, region, width, height),
+        DynamicImage::ImageRgb8(b) => scale_on_white(b, region, width, height),
+        DynamicImage::ImageRgba8(b) => scale_on_white(b, region, width, height),
+        DynamicImage::ImageLuma16(b) => scale_on_white(b, region, width, height),
+        DynamicImage::ImageLumaA16(b) => scale_on_white(b, region, width, height),
+        DynamicImage::ImageRgb16(b) => scale_on_white(b, region, width, height),
+        DynamicImage::ImageRgba16(b) => scale_on_white(b, region, width, height),
+        DynamicImage::ImageRgb32F(b) => scale_on_white(b, region, width, height),
+        DynamicImage::ImageRgba32F(b) => scale_on_white(b, region, width, height),
+        _ => return None,
+    };
+    Some(scaled)
+}
+
+/// A channel's value on the 0..=255 scale of the JPEG.
+trait Channel: Copy {
+    fn to_255(self) -> f32;
+}
+
+impl Channel for u8 {
+    fn to_255(self) -> f32 {
+        f32::from(self)
     }
-    let rgba = image.to_rgba8();
-    image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-        let [r, g, b, a] = rgba.get_pixel(x, y).0;
-        let over = |c: u8| ((u32::from(c) * u32::from(a) + 255 * (255 - u32::from(a)) + 127) / 255) as u8;
-        image::Rgb([over(r), over(g), over(b)])
-    })
+}
+
+impl Channel for u16 {
+    fn to_255(self) -> f32 {
+        f32::from(self) / 257.0
+    }
+}
+
+impl Channel for f32 {
+    fn to_255(self) -> f32 {
+        self * 255.0
+    }
+}
+
+/// One pixel (grey, grey + alpha, RGB or RGBA) as RGB on white: JPEG has no
+/// alpha, and transparent pixels become white (a product photo's usual
+/// background), not whatever colour hides under them.
+fn rgb_on_white<S: Channel>(pixel: &[S]) -> [f32; 3] {
+    let (rgb, alpha) = match *pixel {
+        [l] => ([l.to_255(); 3], 255.0),
+        [l, a] => ([l.to_255(); 3], a.to_255()),
+        [r, g, b] => ([r.to_255(), g.to_255(), b.to_255()], 255.0),
+        [r, g, b, a, ..] => ([r.to_255(), g.to_255(), b.to_255()], a.to_255()),
+        [] => ([255.0; 3], 255.0),
+    };
+    if alpha >= 255.0 {
+        return rgb;
+    }
+    let a = alpha.max(0.0) / 255.0;
+    rgb.map(|c| c * a + 255.0 * (1.0 - a))
+}
+
+/// Which source lines (rows or columns) make output line `at` when `from`
+/// lines become `to`, and each one's weight: a tent as wide as the reduction
+/// (what `FilterType::Triangle` does), so every source line counts.
+struct Taps {
+    first: usize,
+    weights: Vec<f32>,
+}
+
+fn taps(from: u32, to: u32, at: u32) -> Taps {
+    if from == to {
+        return Taps { first: at as usize, weights: vec![1.0] };
+    }
+    let ratio = from as f32 / to as f32;
+    let reach = ratio.max(1.0);
+    let centre = (at as f32 + 0.5) * ratio;
+    let first = ((centre - reach).floor().max(0.0) as u32).min(from - 1);
+    let end = ((centre + reach).ceil() as u32).clamp(first + 1, from);
+    let mut weights: Vec<f32> =
+        (first..end).map(|i| (1.0 - ((i as f32 + 0.5 - centre) / reach).abs()).max(0.0)).collect();
+    let sum: f32 = weights.iter().sum();
+    if sum > 0.0 {
+        weights.iter_mut().for_each(|w| *w /= sum);
+    }
+    Taps { first: first as usize, weights }
+}
+
+/// Scales `region` of `image` to `width` × `height` in two passes per output
+/// row: the source rows under it are summed into one row of floats, which is
+/// then summed across into the output row.
+fn scale_on_white<P>(image: &ImageBuffer<P, Vec<P::Subpixel>>, region: [u32; 4], width: u32, height: u32) -> RgbImage
+where
+    P: Pixel,
+    P::Subpixel: Channel,
+{
+    let [x1, y1, x2, y2] = region;
+    let channels = usize::from(P::CHANNEL_COUNT);
+    let stride = image.width() as usize * channels;
+    let (left, box_w) = (x1 as usize * channels, (x2 - x1) as usize);
+    let raw: &[P::Subpixel] = image.as_raw();
+    let columns: Vec<Taps> = (0..width).map(|x| taps(x2 - x1, width, x)).collect();
+    let mut row = vec![0f32; box_w * 3];
+    let mut out = Vec::with_capacity(width as usize * height as usize * 3);
+    for y in 0..height {
+        let rows = taps(y2 - y1, height, y);
+        row.fill(0.0);
+        for (k, weight) in rows.weights.iter().enumerate() {
+            let start = (y1 as usize + rows.first + k) * stride + left;
+            let source = &raw[start..start + box_w * channels];
+            for (sum, pixel) in row.chunks_exact_mut(3).zip(source.chunks_exact(channels)) {
+                let rgb = rgb_on_white(pixel);
+                for c in 0..3 {
+                    sum[c] += weight * rgb[c];
+                }
+            }
+        }
+        for column in &columns {
+            let mut rgb = [0f32; 3];
+            for (k, weight) in column.weights.iter().enumerate() {
+                let at = (column.first + k) * 3;
+                for c in 0..3 {
+                    rgb[c] += weight * row[at + c];
+                }
+            }
+            out.extend(rgb.map(|v| v.round().clamp(0.0, 255.0) as u8));
+        }
+    }
+    RgbImage::from_raw(width, height, out).expect("one RGB triple per pixel")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageEncoder, Rgb, RgbImage};
+    use image::imageops::{self, FilterType};
+    use image::{ImageEncoder, Rgb};
+
+    /// Counts the heap each thread holds, so a test can show what a crop holds at once.
+    mod heap {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        pub struct Counting;
+
+        thread_local! {
+            static HELD: Cell<isize> = const { Cell::new(0) };
+            static PEAK: Cell<isize> = const { Cell::new(0) };
+        }
+
+        fn change(bytes: isize) {
+            let _ = HELD.try_with(|held| {
+                held.set(held.get() + bytes);
+                let _ = PEAK.try_with(|peak| peak.set(peak.get().max(held.get())));
+            });
+        }
+
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                change(layout.size() as isize);
+                unsafe { System.alloc(layout) }
+            }
+
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                change(layout.size() as isize);
+                unsafe { System.alloc_zeroed(layout) }
+            }
+
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                change(-(layout.size() as isize));
+                unsafe { System.dealloc(ptr, layout) }
+            }
+
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                change(new_size as isize - layout.size() as isize);
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+        }
+
+        /// What `f` returns, and the most heap it held at once on this thread.
+        pub fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
+            let before = HELD.with(Cell::get);
+            PEAK.with(|peak| peak.set(before));
+            let out = f();
+            (out, (PEAK.with(Cell::get) - before).max(0) as usize)
+        }
+    }
+
+    #[global_allocator]
+    static HEAP: heap::Counting = heap::Counting;
 
     const LIMITS: CropLimits = CropLimits { max_pixels: 40_000_000, max_side: 1024, margin_pct: 0, quality: 95 };
 
@@ -328,6 +660,234 @@ mod tests {
         jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
         jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
         jpeg
+    }
+
+    /// A PNG whose header declares `width` × `height` of `depth`-bit samples in
+    /// `colour` (0 grey, 2 RGB, 4 grey + alpha, 6 RGBA), followed by a few
+    /// bytes of image data: all a header reader sees of a bomb.
+    fn png_declaring(width: u32, height: u32, depth: u8, colour: u8) -> Vec<u8> {
+        fn crc(bytes: &[u8]) -> u32 {
+            !bytes.iter().fold(!0u32, |crc, byte| {
+                (0..8).fold(crc ^ u32::from(*byte), |c, _| if c & 1 == 1 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 })
+            })
+        }
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8; 4], data: &[u8]| {
+            let body = [&kind[..], data].concat();
+            png.extend((data.len() as u32).to_be_bytes());
+            png.extend(&body);
+            png.extend(crc(&body).to_be_bytes());
+        };
+        let header = [&width.to_be_bytes()[..], &height.to_be_bytes(), &[depth, colour, 0, 0, 0]].concat();
+        chunk(b"IHDR", &header);
+        chunk(b"IDAT", &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01]);
+        chunk(b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn the_decoded_size_limit_holds_before_anything_is_decoded() {
+        let limits = CropLimits { max_pixels: 50_000_000, ..LIMITS };
+        // 48 MP, under the pixel limit; as 16-bit RGBA, 384 MB once decoded, from 70 bytes.
+        let bomb = png_declaring(8_000, 6_000, 16, 6);
+        assert!(bomb.len() < 100);
+        let started = std::time::Instant::now();
+        let (refused, held) =
+            heap::peak_of(|| crop_to_jpeg(&bomb, Crop { x: 0, y: 0, w: 10, h: 10 }, &limits, Duration::MAX));
+        assert_eq!(
+            refused.unwrap_err(),
+            CropError::DecodedTooLarge { width: 8_000, height: 6_000, bytes: 384_000_000 }
+        );
+        assert!(held < 1 << 20, "{held} bytes held to refuse it: no pixel buffer");
+        assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+
+        // Depth and alpha count, and the limit is exact.
+        for (width, height, depth, colour, fits) in [
+            (5_000, 4_000, 8, 2, true),   // 8-bit RGB, 60 MB
+            (5_000, 4_000, 16, 2, true),  // 16-bit RGB, 120 MB
+            (5_000, 4_000, 16, 6, false), // 16-bit RGBA, 160 MB
+            (7_000, 7_000, 8, 6, false),  // 8-bit RGBA, 196 MB
+            (7_000, 7_000, 16, 0, true),  // 16-bit grey, 98 MB
+            (7_700, 5_800, 8, 2, true),   // 8-bit RGB, 133,980,000 bytes: just under 128 MiB
+            (7_800, 5_800, 8, 2, false),  // 135,720,000 bytes: just over
+        ] {
+            let png = png_declaring(width, height, depth, colour);
+            let admitted = admit(&png, &mut open(&png).unwrap(), &limits);
+            let bytes =
+                u64::from(width) * u64::from(height) * u64::from(depth / 8) * [1, 0, 3, 0, 2, 0, 4][colour as usize];
+            assert_eq!(admitted.is_ok(), fits, "{width}x{height} {depth}-bit colour type {colour}: {admitted:?}");
+            assert_eq!(bytes <= MAX_DECODED_BYTES, fits);
+        }
+        let error = CropError::DecodedTooLarge { width: 8_000, height: 6_000, bytes: 384_000_000 };
+        let api = error.to_api_error(&limits);
+        assert_eq!((api.status, api.code, error.label()), (422, "image_unreadable", "decoded_too_large"));
+        assert!(api.detail.contains("8000x6000 pixels and takes 384000000 bytes"), "{}", api.detail);
+        assert!(api.detail.contains("decoded size limit"), "{}", api.detail);
+    }
+
+    /// [`jpeg_bomb`] as a progressive JPEG (SOF2), its components sampled as `sampling` (0xHV each).
+    fn progressive_bomb(width: u16, height: u16, sampling: [u8; 3]) -> Vec<u8> {
+        let mut jpeg = jpeg_bomb(width, height);
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpeg[sof + 1] = 0xC2;
+        // Then the component count and, per component, its id, sampling and table.
+        for (n, hv) in sampling.into_iter().enumerate() {
+            jpeg[sof + 11 + 3 * n] = hv;
+        }
+        jpeg
+    }
+
+    #[test]
+    fn a_progressive_jpeg_counts_the_coefficients_its_decoder_keeps() {
+        let baseline = jpeg_bomb(4000, 3000);
+        assert_eq!(jpeg_coefficient_bytes(&baseline), 0, "decoded a row of blocks at a time");
+        // 4:4:4: three full planes of 2-byte samples, on whole blocks (3000 rows → 3000).
+        assert_eq!(jpeg_coefficient_bytes(&progressive_bomb(4000, 3000, [0x11; 3])), 3 * 4000 * 3000 * 2);
+        // 4:2:0 of 4001 x 3001: luma on 16-pixel blocks pairs (4016 x 3008), chroma half that.
+        assert_eq!(
+            jpeg_coefficient_bytes(&progressive_bomb(4001, 3001, [0x22, 0x11, 0x11])),
+            4016 * 3008 * 2 + 2 * (2008 * 1504 * 2)
+        );
+
+        let limits = CropLimits { max_pixels: 50_000_000, ..LIMITS };
+        let admitted = |jpeg: &[u8]| admit(jpeg, &mut open(jpeg).unwrap(), &limits);
+        // 20 MP of RGB: 60 MB decoded fits as baseline; with 120 MB of coefficients it does not.
+        assert!(admitted(&jpeg_bomb(5000, 4000)).is_ok());
+        assert_eq!(
+            admitted(&progressive_bomb(5000, 4000, [0x11; 3])).unwrap_err(),
+            CropError::DecodedTooLarge { width: 5000, height: 4000, bytes: 60_000_000 + 120_000_000 }
+        );
+        // Subsampled chroma holds half as much: 12 MP at 4:2:0 fits.
+        assert!(admitted(&progressive_bomb(4000, 3000, [0x22, 0x11, 0x11])).is_ok());
+    }
+
+    /// The first bytes of a WebP whose first chunk is `chunk` with `data`.
+    fn webp_with(chunk: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let size = (4 + 8 + data.len() + data.len() % 2) as u32;
+        let mut webp = [&b"RIFF"[..], &size.to_le_bytes(), b"WEBP", chunk, &(data.len() as u32).to_le_bytes()].concat();
+        webp.extend(data);
+        if data.len() % 2 == 1 {
+            webp.push(0);
+        }
+        webp
+    }
+
+    /// A simple lossless WebP header declaring `width` × `height`, with or without alpha.
+    fn lossless_header(width: u32, height: u32, alpha: bool) -> Vec<u8> {
+        let bits = (width - 1) | (height - 1) << 14 | u32::from(alpha) << 28;
+        webp_with(b"VP8L", &[&[0x2F][..], &bits.to_le_bytes()].concat())
+    }
+
+    #[test]
+    fn a_webp_counts_the_frames_its_decoder_keeps() {
+        let lossless = |colour: image::ExtendedColorType, raw: &[u8]| {
+            let mut webp = Vec::new();
+            image::codecs::webp::WebPEncoder::new_lossless(&mut webp).write_image(raw, 50, 40, colour).unwrap();
+            webp
+        };
+        let rgb = lossless(image::ExtendedColorType::Rgb8, gradient(50, 40).as_raw());
+        let rgba =
+            lossless(image::ExtendedColorType::Rgba8, DynamicImage::ImageRgb8(gradient(50, 40)).to_rgba8().as_raw());
+        assert_eq!(webp_frame_bytes(&rgb, 50, 40), 4 * 2000, "an RGBA frame, then copied to RGB");
+        assert_eq!(webp_frame_bytes(&rgba, 50, 40), 0, "decoded in place");
+        assert_eq!(
+            (
+                webp_frame_bytes(&lossless_header(50, 40, false), 50, 40),
+                webp_frame_bytes(&lossless_header(50, 40, true), 50, 40)
+            ),
+            (8000, 0)
+        );
+        // Lossy: YUV planes on 16-pixel macroblocks (48 x 32 for 40 x 30).
+        let yuv = 48 * 32 * 3 / 2;
+        let extended = |flags: u8| webp_with(b"VP8X", &[flags, 0, 0, 0, 39, 0, 0, 29, 0, 0]);
+        assert_eq!(webp_frame_bytes(&webp_with(b"VP8 ", &[0; 10]), 40, 30), yuv);
+        assert_eq!(webp_frame_bytes(&extended(0x10), 40, 30), yuv + 5 * 1200, "lossy with alpha");
+        assert_eq!(webp_frame_bytes(&extended(0x02), 40, 30), yuv + 9 * 1200, "an animation");
+        assert_eq!(webp_frame_bytes(&extended(0x00), 40, 30), 4 * 1200);
+
+        // 20 MP: as lossless RGBA, 80 MB decoded fits; as lossless RGB, 60 MB plus an 80 MB frame does not.
+        let limits = CropLimits { max_pixels: 50_000_000, ..LIMITS };
+        let admitted = |webp: &[u8]| admit(webp, &mut open(webp).unwrap(), &limits);
+        assert!(admitted(&lossless_header(5000, 4000, true)).is_ok());
+        assert_eq!(
+            admitted(&lossless_header(5000, 4000, false)).unwrap_err(),
+            CropError::DecodedTooLarge { width: 5000, height: 4000, bytes: 140_000_000 }
+        );
+    }
+
+    #[test]
+    fn a_side_longer_than_any_photo_is_refused_from_the_header() {
+        let png = png_declaring(MAX_IMAGE_SIDE + 1, 1, 8, 0);
+        let refused = crop_to_jpeg(&png, Crop { x: 0, y: 0, w: 10, h: 1 }, &LIMITS, Duration::MAX).unwrap_err();
+        assert!(matches!(&refused, CropError::Unreadable(why) if why.contains("limits")), "{refused:?}");
+    }
+
+    #[test]
+    fn a_crop_holds_the_decoded_image_and_its_small_output_only() {
+        // Deep and transparent, so decoded it is large (15.4 MB), and the box is all of it.
+        let (w, h) = (1600, 1200);
+        let deep =
+            image::ImageBuffer::from_fn(w, h, |x, y| image::Rgba([(x * 40) as u16, (y * 50) as u16, 30_000, 60_000]));
+        let source = png(&DynamicImage::ImageRgba16(deep));
+        let (out, held) =
+            heap::peak_of(|| crop_to_jpeg(&source, Crop { x: 0, y: 0, w: 1600, h: 1200 }, &LIMITS, Duration::MAX));
+        let out = out.unwrap();
+        assert_eq!((out.width, out.height), (1024, 768));
+        let (decoded, output) = (w as usize * h as usize * 8, 1024 * 768 * 3);
+        assert!(held < decoded + output + (1 << 20), "{held} bytes held at once; the decoded image is {decoded}");
+    }
+
+    #[test]
+    fn scaling_matches_the_triangle_filter() {
+        // Busy enough that a misplaced weight shows.
+        let source = RgbImage::from_fn(900, 700, |x, y| {
+            Rgb([((x * 7 + y * 3) % 256) as u8, ((x * x + y) % 251) as u8, ((x ^ y) % 256) as u8])
+        });
+        let image = DynamicImage::ImageRgb8(source.clone());
+        let region = [100, 50, 800, 650];
+        let piece = imageops::crop_imm(&source, 100, 50, 700, 600).to_image();
+        for (w, h) in [(350, 300), (301, 258), (700, 600), (1, 1), (700, 13)] {
+            let ours = box_on_white(&image, region, w, h).unwrap();
+            let theirs = imageops::resize(&piece, w, h, FilterType::Triangle);
+            let worst = ours.as_raw().iter().zip(theirs.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            assert!(worst <= 1, "{w}x{h}: off by {worst}");
+        }
+    }
+
+    #[test]
+    fn exif_orientation_is_applied_to_the_scaled_crop() {
+        let stored = DynamicImage::ImageRgb8(gradient(320, 240));
+        let limits = CropLimits { max_side: 60, ..LIMITS };
+        for orientation in [
+            Orientation::NoTransforms,
+            Orientation::Rotate90,
+            Orientation::Rotate180,
+            Orientation::Rotate270,
+            Orientation::FlipHorizontal,
+            Orientation::FlipVertical,
+            Orientation::Rotate90FlipH,
+            Orientation::Rotate270FlipH,
+        ] {
+            // Little-endian TIFF with one IFD entry: orientation (0x0112), SHORT, 1 value.
+            let mut exif = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+            exif.extend([orientation.to_exif(), 0, 0, 0, 0, 0, 0, 0]);
+            let mut jpeg = Vec::new();
+            let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95);
+            encoder.set_exif_metadata(exif).unwrap();
+            encoder.write_image(stored.as_bytes(), 320, 240, image::ExtendedColorType::Rgb8).unwrap();
+            assert_eq!(open(&jpeg).unwrap().orientation().unwrap(), orientation);
+
+            let mut shown = stored.clone();
+            shown.apply_orientation(orientation);
+            let b = Crop { x: 40, y: 30, w: 150, h: 120 };
+            let out = crop_to_jpeg(&jpeg, b, &limits, Duration::MAX).unwrap();
+            assert_eq!((out.width, out.height), (60, 48), "{orientation:?}");
+            let want = shown.crop_imm(40, 30, 150, 120).resize_exact(60, 48, FilterType::Triangle).to_rgb8();
+            let got = decode(&out.jpeg);
+            for (x, y) in [(6, 6), (30, 24), (53, 8), (8, 41), (53, 41)] {
+                assert!(near(*got.get_pixel(x, y), *want.get_pixel(x, y)), "{orientation:?} at {x},{y}");
+            }
+        }
     }
 
     #[test]

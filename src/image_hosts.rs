@@ -71,18 +71,22 @@ impl ImageHosts {
     }
 }
 
-/// Where a redirect points: an absolute http(s) URL, or a path on the same
-/// origin; `None` for anything else. Whether it may be followed is [`ImageHosts::allows`]'s call.
+/// Where a redirect points: `location` resolved against the URL that answered
+/// (RFC 3986, by the `url` crate: `/a.jpg`, `../a.jpg`, `a.jpg`, `//host/a.jpg`,
+/// `?q` and absolute URLs), if that is an http(s) URL with a host; `None` for
+/// anything else. Whether it may be followed is [`ImageHosts::allows`]'s call.
 pub fn redirect_target(from: &http::Uri, location: Option<&str>) -> Option<http::Uri> {
     let location = location?.trim();
-    if location.starts_with("//") {
-        return format!("{}:{location}", from.scheme_str()?).parse().ok();
+    if location.is_empty() {
+        return None;
     }
-    if location.starts_with('/') {
-        return format!("{}://{}{location}", from.scheme_str()?, from.authority()?).parse().ok();
+    let mut target = url::Url::parse(&from.to_string()).ok()?.join(location).ok()?;
+    if !matches!(target.scheme(), "http" | "https") || target.host_str().is_none_or(str::is_empty) {
+        return None;
     }
-    let uri: http::Uri = location.parse().ok()?;
-    matches!(uri.scheme_str(), Some("http" | "https")).then_some(uri)
+    // A fragment is never sent in a request.
+    target.set_fragment(None);
+    target.as_str().parse().ok()
 }
 
 fn default_port(scheme: &str) -> Option<u16> {
@@ -171,14 +175,39 @@ mod tests {
 
     #[test]
     fn redirects_resolve_to_absolute_urls() {
-        let from: http::Uri = "https://cdn.shop.example/a/b.jpg?s=1".parse().unwrap();
+        let from: http::Uri = "https://cdn.shop.example/a/b/c.jpg?s=1".parse().unwrap();
         let to = |l: &str| redirect_target(&from, Some(l)).map(|u| u.to_string());
-        assert_eq!(to("/c.jpg").as_deref(), Some("https://cdn.shop.example/c.jpg"));
-        assert_eq!(to("//other.example/c.jpg").as_deref(), Some("https://other.example/c.jpg"));
+        assert_eq!(to("/img/d.jpg").as_deref(), Some("https://cdn.shop.example/img/d.jpg"));
+        assert_eq!(to("../d.jpg").as_deref(), Some("https://cdn.shop.example/a/d.jpg"));
+        assert_eq!(to("../../../../d.jpg").as_deref(), Some("https://cdn.shop.example/d.jpg"), "not above the root");
+        assert_eq!(to("d.jpg").as_deref(), Some("https://cdn.shop.example/a/b/d.jpg"));
+        assert_eq!(to("./d.jpg?v=2").as_deref(), Some("https://cdn.shop.example/a/b/d.jpg?v=2"));
+        assert_eq!(to("?s=2").as_deref(), Some("https://cdn.shop.example/a/b/c.jpg?s=2"));
+        assert_eq!(to("//other.example/d.jpg").as_deref(), Some("https://other.example/d.jpg"));
         assert_eq!(to("http://evil.example/x").as_deref(), Some("http://evil.example/x"));
+        assert_eq!(to("HTTP://Evil.Example:80/x#frag").as_deref(), Some("http://evil.example/x"));
+        assert_eq!(to(" /d.jpg ").as_deref(), Some("https://cdn.shop.example/d.jpg"));
         assert_eq!(to("ftp://x.example/c.jpg"), None);
-        assert_eq!(to("c.jpg"), None, "a relative path is not followed");
+        assert_eq!(to("data:image/png;base64,AAAA"), None);
+        assert_eq!(to("http://"), None);
+        assert_eq!(to(""), None);
         assert_eq!(redirect_target(&from, None), None);
+    }
+
+    #[test]
+    fn relative_redirects_are_followed_only_onto_allowed_hosts() {
+        let h = hosts(&["https://cdn.shop.example"]);
+        let from: http::Uri = "https://cdn.shop.example/a/b.jpg".parse().unwrap();
+        let allowed = |l: &str| redirect_target(&from, Some(l)).is_some_and(|u| h.allows(&u));
+        for stays in ["/img/b.jpg", "../b.jpg", "b.jpg", "//cdn.shop.example/b.jpg", "//CDN.shop.example:443/b.jpg"] {
+            assert!(allowed(stays), "{stays}");
+        }
+        for leaves in ["//other-host/b.jpg", "//cdn.shop.example:8443/b.jpg", "http://cdn.shop.example/b.jpg"] {
+            assert!(!allowed(leaves), "{leaves}");
+        }
+        // A network-path reference keeps the scheme it came with.
+        let plain: http::Uri = "http://cdn.shop.example/a.jpg".parse().unwrap();
+        assert!(!redirect_target(&plain, Some("//cdn.shop.example/b.jpg")).is_some_and(|u| h.allows(&u)));
     }
 
     #[test]

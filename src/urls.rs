@@ -47,8 +47,9 @@ pub fn parse_image_url(text: &str) -> Result<ImageUrl, String> {
     if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("URL contains whitespace or control characters".into());
     }
-    let without_fragment = text.split('#').next().unwrap_or_default();
-    let uri: http::Uri = without_fragment.parse().map_err(|_| "not a valid absolute URL".to_string())?;
+    // The text goes to Ximilar and to the image fetch as an `http::Uri`, and its
+    // cache key is the WHATWG normal form: it must be a valid URL to both.
+    let uri: http::Uri = source.parse().map_err(|_| "not a valid absolute URL".to_string())?;
     match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
         Some("http" | "https") => {}
         Some(_) => return Err("URL scheme must be http or https".into()),
@@ -56,6 +57,12 @@ pub fn parse_image_url(text: &str) -> Result<ImageUrl, String> {
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err("URL has no host".into());
+    }
+    let parsed = url::Url::parse(source).map_err(|e| format!("not a valid absolute URL ({e})"))?;
+    // The key must name the host that is fetched: no URL the two read differently
+    // (a percent-encoded host name, an IPv4 address in hex or in parts).
+    if parsed.host_str().is_none_or(|host| !host.eq_ignore_ascii_case(uri.host().unwrap_or_default())) {
+        return Err("URL has an ambiguous host".into());
     }
     Ok(ImageUrl(text.to_string()))
 }
@@ -82,21 +89,18 @@ impl ImageUrl {
         parse_crop(xywh_spec(self.0.split_once('#')?.1)?).ok()
     }
 
-    /// Normal form for cache keys: scheme and host lower-cased, a default port
-    /// dropped. Path, query and fragment are kept as sent: signed image URLs
-    /// differ only by their query, and the fragment names the crop.
+    /// Normal form for cache keys: the source as the `url` crate (WHATWG)
+    /// serialises it, so scheme and host are lower-cased, a default port is
+    /// dropped, an empty path is `/`, dot segments are resolved and
+    /// percent-encoding is the crate's. Userinfo, path and query keep their
+    /// case (signed image URLs differ only by their query, and a password by
+    /// its case); the fragment, which names the crop, is kept exactly as sent.
     pub fn cache_key(&self) -> String {
-        let (scheme, rest) = self.0.split_once("://").expect("validated URL has a scheme");
-        let scheme = scheme.to_ascii_lowercase();
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        let mut authority = authority.to_ascii_lowercase();
-        let default_port = if scheme == "https" { ":443" } else { ":80" };
-        if authority.ends_with(default_port) {
-            authority.truncate(authority.len() - default_port.len());
+        let source = url::Url::parse(self.source()).expect("validated by parse_image_url");
+        match self.0.split_once('#') {
+            Some((_, fragment)) => format!("{source}#{fragment}"),
+            None => source.into(),
         }
-        let tail = if tail.is_empty() || tail.starts_with(['?', '#']) { format!("/{tail}") } else { tail.to_string() };
-        format!("{scheme}://{authority}{tail}")
     }
 }
 
@@ -196,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn cache_key_normalises_scheme_host_and_default_port_only() {
+    fn cache_key_normalises_scheme_host_and_default_port_not_path_or_query() {
         assert_eq!(url("HTTPS://Shop.Example:443/A.jpg?Sig=X").cache_key(), "https://shop.example/A.jpg?Sig=X");
         assert_eq!(url("http://shop.example:80").cache_key(), "http://shop.example/");
         assert_eq!(url("http://shop.example:8080/a").cache_key(), "http://shop.example:8080/a");
@@ -209,11 +213,51 @@ mod tests {
     }
 
     #[test]
+    fn cache_key_keeps_userinfo_case_but_not_host_case_or_default_ports() {
+        let key = |s: &str| url(s).cache_key();
+        assert_ne!(key("https://u:Secret@h.example/x.jpg"), key("https://u:secret@h.example/x.jpg"));
+        assert_ne!(key("https://U:secret@h.example/x.jpg"), key("https://u:secret@h.example/x.jpg"));
+        assert_eq!(key("https://u:Secret@h.example/x.jpg"), "https://u:Secret@h.example/x.jpg");
+        assert_eq!(key("HTTPS://u:Secret@H.Example:443/x.jpg"), key("https://u:Secret@h.example/x.jpg"));
+        assert_eq!(key("http://H.EXAMPLE:80/X.jpg?A=B"), "http://h.example/X.jpg?A=B");
+        assert_ne!(key("https://h.example/X.jpg"), key("https://h.example/x.jpg"));
+        assert_ne!(key("https://h.example/x.jpg?A=1"), key("https://h.example/x.jpg?a=1"));
+        // What a WHATWG client fetches is one resource, so one key.
+        assert_eq!(key("https://h.example/a/../b/./x.jpg"), "https://h.example/b/x.jpg");
+    }
+
+    #[test]
+    fn cache_key_keeps_the_fragment_exactly() {
+        let crop = url("HTTPS://H.example:443/x.jpg?s=1#xywh=pixel:1,2,3,4");
+        assert_eq!(crop.cache_key(), "https://h.example/x.jpg?s=1#xywh=pixel:1,2,3,4");
+        assert_eq!(url("https://h.example/x.jpg#").cache_key(), "https://h.example/x.jpg#");
+        assert_eq!(
+            url("https://h.example/x.jpg#t=1&xywh=1,2,3,4").cache_key(),
+            "https://h.example/x.jpg#t=1&xywh=1,2,3,4"
+        );
+        assert_eq!(crop.source_url().cache_key(), "https://h.example/x.jpg?s=1");
+    }
+
+    #[test]
     fn rejects_non_http_and_junk() {
         for s in
             ["ftp://a/b", "file:///etc/passwd", "javascript:alert(1)", "a b", "https://exa mple.com/", "//host/x", ""]
         {
             assert!(parse_image_url(s).is_err(), "{s}");
+        }
+        // Valid to one parser but not the other: refused, so every accepted URL has a key.
+        for s in [
+            "http://h.example:99999/x.jpg",
+            "https://h.example\\@evil.example/x.jpg",
+            "https:h.example/x.jpg",
+            "http://ex%61mple.com/x.jpg",
+            "http://0x7f.1/x.jpg",
+            "http://2130706433/x.jpg",
+        ] {
+            assert!(parse_image_url(s).is_err(), "{s}");
+        }
+        for s in ["http://127.0.0.1:9100/x.jpg", "http://[::1]:9100/x.jpg", "https://U:P@Shop.Example./x.jpg"] {
+            assert!(parse_image_url(s).is_ok(), "{s}");
         }
     }
 }

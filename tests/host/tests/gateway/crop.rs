@@ -200,6 +200,79 @@ async fn oversized_truncated_bomb_and_foreign_images_are_refused_unbilled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_image_too_large_once_decoded_is_refused_unbilled() {
+    let host = image_host().await;
+    let gw = cropping_gateway(&host, &[]).await;
+    // A real 16-bit RGBA PNG of 16.8 MP, under the pixel limit: a few hundred KB
+    // on the wire, 134,400,000 bytes decoded, just over the 128 MiB limit.
+    let deep = deep_png(4200, 4000);
+    assert!(deep.len() < 1_000_000, "{} bytes", deep.len());
+    host.serve("/deep.png", Served::Bytes { content_type: "image/png", body: deep.into() });
+    let reply = gw.post("/search", &search(&format!("{}/deep.png#xywh=100,100,800,800", host.origin()))).await;
+    assert_eq!((reply.status, reply.code().as_str()), (422, "image_unreadable"), "{}", reply.text());
+    let detail = reply.json()["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("4200x4000") && detail.contains("134400000 bytes") && detail.contains("decoded size limit"),
+        "{detail}"
+    );
+    assert_eq!(host.hits("/deep.png"), 1);
+    assert_eq!(gw.upstream_total(), 0, "nothing reached Ximilar");
+    assert_eq!(metric(&gw, r#"gateway_image_crops_total{outcome="decoded_too_large"}"#).await, Some(1.0));
+
+    // A photo that fits still crops, on the same instance.
+    let reply = gw.post("/search", &search(&format!("{}/photo-800x600.png#xywh=10,10,100,100", host.origin()))).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(gw.upstream_total(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relative_redirects_resolve_on_the_allowed_host_and_never_leave_it() {
+    let host = image_host().await;
+    let gw = cropping_gateway(&host, &[]).await;
+    host.serve(
+        "/shop/img/photo.jpg",
+        Served::Bytes { content_type: "image/jpeg", body: photo(400, 300, image::ImageFormat::Jpeg) },
+    );
+    let port = host.addr().port();
+    let hops = [
+        ("/shop/a/absolute", "/shop/img/photo.jpg".to_string()),
+        ("/shop/a/up", "../img/photo.jpg".to_string()),
+        ("/shop/img/same-dir", "photo.jpg".to_string()),
+        ("/shop/img/dot", "./photo.jpg?v=2".to_string()),
+        ("/network-path", format!("//127.0.0.1:{port}/shop/img/photo.jpg")),
+        // Two relative hops: ../a/up, then ../img/photo.jpg from there.
+        ("/shop/b/chain", "../a/up".to_string()),
+    ];
+    for (path, location) in &hops {
+        host.serve(path, Served::Redirect(location.clone()));
+    }
+    for (n, (path, _)) in hops.iter().enumerate() {
+        let reply = gw.post("/search", &search(&format!("{}{path}#xywh=100,50,200,150", host.origin()))).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        let got = sent_image(&queries(&gw)[n]);
+        assert_eq!((got.width(), got.height()), (220, 164), "{path}: the box plus 5 % (whole pixels) on every side");
+        shows_region(&got, 90, 43, 400, 300).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    assert_eq!(host.hits("/shop/img/photo.jpg"), hops.len());
+    assert_eq!(host.hits("/shop/a/up"), 2, "once directly, once through the chain");
+
+    // Relative forms that resolve elsewhere are still checked against the allowed hosts.
+    let refused = [
+        ("/shop/away", format!("//localhost:{port}/shop/img/photo.jpg")),
+        ("/shop/other-port", "//127.0.0.1:1/shop/img/photo.jpg".to_string()),
+    ];
+    let before = host.hits("/shop/img/photo.jpg");
+    for (path, location) in &refused {
+        host.serve(path, Served::Redirect(location.clone()));
+        let reply = gw.post("/search", &search(&format!("{}{path}#xywh=100,50,200,150", host.origin()))).await;
+        assert_eq!((reply.status, reply.code().as_str()), (422, "image_host_not_allowed"), "{path}: {}", reply.text());
+    }
+    assert_eq!(host.hits("/shop/img/photo.jpg"), before, "not followed");
+    assert_eq!(gw.app.denied_calls(), 0, "refused by the gateway itself, before Spin had to");
+    assert_eq!(queries(&gw).len(), hops.len(), "only the crops that worked reached Ximilar");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_image_host_is_a_504_inside_the_deadline() {
     let host = image_host().await;
     let vars = [("timeout_ms", "3000"), ("attempt_timeout_ms", "600")];
@@ -266,5 +339,15 @@ fn png_bomb(width: u32, height: u32) -> Vec<u8> {
     chunk(&mut png, b"IHDR", &header);
     chunk(&mut png, b"IDAT", &[0x78, 0x01, 0x01, 0x08, 0x00, 0xF7, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08]);
     chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+/// A real, valid 16-bit RGBA PNG of one colour: small on the wire, `width` × `height` × 8 bytes decoded.
+fn deep_png(width: u32, height: u32) -> Vec<u8> {
+    let pixels = image::ImageBuffer::from_pixel(width, height, image::Rgba([20_000u16, 40_000, 60_000, 50_000]));
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgba16(pixels)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("encode the PNG");
     png
 }
