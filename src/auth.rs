@@ -288,7 +288,7 @@ mod tests {
             (format!("a:{K1},a:{K2}"), 2, "same name"),
             (format!("a:{K1},b:{K1}"), 2, "same key"),
             (format!("a:{K1},b:sha256:{digest}"), 2, "same key"),
-            (format!("a:k1-secret 0123456789"), 1, "whitespace"),
+            ("a:k1-secret 0123456789".to_string(), 1, "whitespace"),
         ];
         for (text, position, why) in cases {
             let error = Callers::parse(&text).unwrap_err();

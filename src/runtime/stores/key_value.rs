@@ -1,13 +1,25 @@
 //! The state in Spin's key-value stores (`state_store = "key-value"`, the
-//! default): counters in `metrics` through `wasi:keyvalue` atomics, cache
-//! entries and leases in `cache`. Redis behind both is how replicas share them.
-//! Spin runs each call on the calling instance's own thread, so every call here
-//! holds up the requests that instance is serving, if only briefly.
+//! default): counters and the breaker in `metrics`, cache entries and leases in
+//! `cache`. Redis behind both is how replicas share them.
+//!
+//! Reads and writes go through `spin:key-value`, whose functions are
+//! asynchronous: while one waits (a Redis round trip) the instance serves its
+//! other requests. Only what needs an atomic operation uses `wasi:keyvalue`
+//! atomics, a synchronous import that Spin runs holding the whole instance:
+//! the in-flight lease of a miss, a budget's reservation, the breaker's failure
+//! count and probe, and one slot a new instance takes for its counters
+//! (`crate::tally`). Counters themselves cost no call per request: they are
+//! added up in the instance and written as one record (`super::tally`).
+//! Store handles are opened once per instance and kept.
 
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store};
 use spin_sdk::key_value::Store;
+use std::cell::RefCell;
+use std::rc::Rc;
 
+use super::now_ms;
 use crate::metrics;
+use crate::tally::{self, Record};
 
 pub const METRICS_LABEL: &str = "metrics";
 pub const CACHE_LABEL: &str = "cache";
@@ -15,104 +27,150 @@ pub const CACHE_LABEL: &str = "cache";
 /// A store call failed; the facade counts it and goes on.
 pub struct Failed;
 
-pub struct KvCounters(store::Bucket);
+/// One store, opened once per instance through both interfaces: `spin:key-value`
+/// at once, `wasi:keyvalue` (for atomics) on first use.
+pub struct Handles {
+    label: &'static str,
+    store: Store,
+    atomic: RefCell<Option<store::Bucket>>,
+}
+
+impl Handles {
+    async fn open(label: &'static str) -> Result<Handles, Failed> {
+        let store = Store::open(label).await.map_err(|_| Failed)?;
+        Ok(Handles { label, store, atomic: RefCell::new(None) })
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Failed> {
+        self.store.get(key).await.map_err(|_| Failed)
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), Failed> {
+        self.store.set(key, value).await.map_err(|_| Failed)
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, Failed> {
+        self.store.exists(key).await.map_err(|_| Failed)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), Failed> {
+        self.store.delete(key).await.map_err(|_| Failed)
+    }
+
+    /// The store through `wasi:keyvalue`, opened on first use.
+    fn bucket(&self) -> Result<std::cell::Ref<'_, store::Bucket>, Failed> {
+        if self.atomic.borrow().is_none() {
+            let bucket = store::open(self.label).map_err(|_| Failed)?;
+            *self.atomic.borrow_mut() = Some(bucket);
+        }
+        Ok(std::cell::Ref::map(self.atomic.borrow(), |b| b.as_ref().expect("opened above")))
+    }
+
+    /// The store's own atomic increment (synchronous: keep it off the common path).
+    pub fn increment(&self, key: &str, delta: i64) -> Result<i64, Failed> {
+        atomics::increment(&*self.bucket()?, key, delta).map_err(|_| Failed)
+    }
+
+    /// Every key, in one synchronous call that returns them all. Not
+    /// `spin:key-value`'s `get-keys`: Spin's SQLite store streams that listing
+    /// while holding its lock, so a second scrape in the same instance, waiting
+    /// for the lock with the instance's thread, would stop the first from ever
+    /// reading its stream to the end.
+    fn keys(&self) -> Result<Vec<String>, Failed> {
+        let page = self.bucket()?.list_keys(None).map_err(|_| Failed)?;
+        Ok(page.keys)
+    }
+}
+
+thread_local! {
+    static METRICS: RefCell<Option<Rc<Handles>>> = const { RefCell::new(None) };
+    static CACHE: RefCell<Option<Rc<Handles>>> = const { RefCell::new(None) };
+}
+
+/// The instance's handles to `label`, opened on first use.
+async fn handles(
+    slot: &'static std::thread::LocalKey<RefCell<Option<Rc<Handles>>>>,
+    label: &'static str,
+) -> Result<Rc<Handles>, Failed> {
+    if let Some(open) = slot.with_borrow(Clone::clone) {
+        return Ok(open);
+    }
+    let opened = Rc::new(Handles::open(label).await?);
+    // Another request of this instance may have opened it meanwhile: keep the first.
+    Ok(slot.with_borrow_mut(|s| s.get_or_insert(opened).clone()))
+}
+
+pub struct KvCounters(pub Rc<Handles>);
 
 impl KvCounters {
-    pub fn open() -> Result<KvCounters, Failed> {
-        store::open(METRICS_LABEL).map(KvCounters).map_err(|_| Failed)
+    pub async fn open() -> Result<KvCounters, Failed> {
+        handles(&METRICS, METRICS_LABEL).await.map(KvCounters)
     }
 
-    pub fn increment(&self, key: &str, delta: i64) -> Result<i64, Failed> {
-        atomics::increment(&self.0, key, delta).map_err(|_| Failed)
-    }
-
-    /// The store's own increment decides; a unit over the limit is given back.
+    /// The store's increment decides; a unit over the limit is given back.
     /// A read first, so a spent limit writes nothing.
-    pub fn reserve(&self, key: &str, limit: i64) -> Result<bool, Failed> {
-        let spent = self.get(key)?.and_then(|bytes| metrics::decode_counter(&bytes)).unwrap_or(0);
+    pub async fn reserve(&self, key: &str, limit: i64) -> Result<bool, Failed> {
+        let spent = self.0.get(key).await?.and_then(|bytes| metrics::decode_counter(&bytes)).unwrap_or(0);
         if spent >= limit {
             return Ok(false);
         }
-        if self.increment(key, 1)? <= limit {
+        if self.0.increment(key, 1)? <= limit {
             return Ok(true);
         }
-        self.increment(key, -1)?;
+        self.0.increment(key, -1)?;
         Ok(false)
-    }
-
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Failed> {
-        self.0.get(key).map_err(|_| Failed)
-    }
-
-    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), Failed> {
-        self.0.set(key, value).map_err(|_| Failed)
     }
 
     /// Gauges are written whole, in the same 8-byte little-endian form an
     /// increment leaves in Spin's SQLite key-value store.
-    pub fn set_gauge(&self, key: &str, value: i64) -> Result<(), Failed> {
-        self.set(key, &value.to_le_bytes())
+    pub async fn set_gauge(&self, key: &str, value: i64) -> Result<(), Failed> {
+        self.0.set(key, &value.to_le_bytes()).await
     }
 
-    /// Every stored series with its value, for `/metrics`: the one listing of keys
-    /// the gateway makes, over a bounded set of them.
-    pub fn read_all(&self) -> Result<Vec<(String, i64)>, String> {
+    /// Every series with its value, for `/metrics`: the instances' records (see
+    /// `crate::tally`) and the values kept under keys of their own. The one
+    /// listing of keys the gateway makes, over a bounded set of them.
+    pub async fn read_all(&self) -> Result<Vec<(String, i64)>, String> {
+        let keys = self.0.keys().map_err(|_| "listing the metrics store failed".to_string())?;
+        let now = now_ms();
         let mut entries = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self.0.list_keys(cursor.as_deref()).map_err(|e| format!("listing metrics: {e:?}"))?;
-            for key in page.keys {
-                if let Ok(Some(bytes)) = self.0.get(&key) {
-                    if let Some(value) = metrics::decode_counter(&bytes) {
-                        entries.push((key, value));
-                    }
-                }
-            }
-            match page.cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(entries),
+        for key in keys {
+            let Ok(Some(bytes)) = self.0.get(&key).await else { continue };
+            if tally::is_record_key(&key) {
+                entries.extend(Record::decode(&bytes).iter().flat_map(|r| r.series(now)));
+            } else if let Some(value) = metrics::decode_counter(&bytes) {
+                entries.push((key, value));
             }
         }
+        Ok(entries)
     }
 }
 
-pub struct KvCache {
-    store: Store,
-    /// The same store through `wasi:keyvalue`, for the atomic in-flight leases;
-    /// opened on the first miss.
-    leases: Option<store::Bucket>,
-}
+pub struct KvCache(Rc<Handles>);
 
 impl KvCache {
     pub async fn open() -> Result<KvCache, Failed> {
-        let store = Store::open(CACHE_LABEL).await.map_err(|_| Failed)?;
-        Ok(KvCache { store, leases: None })
+        handles(&CACHE, CACHE_LABEL).await.map(KvCache)
     }
 
     pub async fn get(&self, slot: &str) -> Result<Option<Vec<u8>>, Failed> {
-        self.store.get(slot).await.map_err(|_| Failed)
+        self.0.get(slot).await
     }
 
     pub async fn set(&self, slot: &str, entry: Vec<u8>) -> Result<(), Failed> {
-        self.store.set(slot, entry).await.map_err(|_| Failed)
+        self.0.set(slot, &entry).await
     }
 
-    fn leases(&mut self) -> Result<&store::Bucket, Failed> {
-        if self.leases.is_none() {
-            self.leases = store::open(CACHE_LABEL).ok();
-        }
-        self.leases.as_ref().ok_or(Failed)
+    /// The first taker leads: needs the store's atomic increment.
+    pub fn take_lease(&self, lease: &str) -> Result<i64, Failed> {
+        self.0.increment(lease, 1)
     }
 
-    pub fn take_lease(&mut self, lease: &str) -> Result<i64, Failed> {
-        atomics::increment(self.leases()?, lease, 1).map_err(|_| Failed)
+    pub async fn lease_held(&self, lease: &str) -> Result<bool, Failed> {
+        self.0.exists(lease).await
     }
 
-    pub fn lease_held(&mut self, lease: &str) -> Result<bool, Failed> {
-        self.leases()?.exists(lease).map_err(|_| Failed)
-    }
-
-    pub fn release_lease(&mut self, lease: &str) -> Result<(), Failed> {
-        self.leases()?.delete(lease).map_err(|_| Failed)
+    pub async fn release_lease(&self, lease: &str) -> Result<(), Failed> {
+        self.0.delete(lease).await
     }
 }

@@ -9,6 +9,7 @@
 
 mod key_value;
 mod sqlite;
+mod tally;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -44,7 +45,7 @@ impl Counters {
     pub async fn open(kind: Option<StateStore>) -> Counters {
         let store = match kind {
             None => Ok(CounterStore::Unavailable),
-            Some(StateStore::KeyValue) => KvCounters::open().map(CounterStore::KeyValue),
+            Some(StateStore::KeyValue) => KvCounters::open().await.map(CounterStore::KeyValue),
             Some(StateStore::Sqlite) => Database::open().await.map(|db| CounterStore::Sqlite(Rc::new(db))),
         };
         let errors = u32::from(store.is_err());
@@ -55,7 +56,7 @@ impl Counters {
     pub async fn increment(&mut self, key: &str, delta: i64) -> Option<i64> {
         let result = match &self.store {
             CounterStore::Unavailable => Err(Failed),
-            CounterStore::KeyValue(kv) => kv.increment(key, delta),
+            CounterStore::KeyValue(kv) => kv.0.increment(key, delta),
             CounterStore::Sqlite(db) => db.increment(key, delta).await,
         };
         tally(&mut self.errors, result)
@@ -73,7 +74,7 @@ impl Counters {
         let limit = limit.min(i64::MAX as u64) as i64;
         let result = match &self.store {
             CounterStore::Unavailable => Err(Failed),
-            CounterStore::KeyValue(kv) => kv.reserve(key, limit),
+            CounterStore::KeyValue(kv) => kv.reserve(key, limit).await,
             CounterStore::Sqlite(db) => db.reserve(key, limit).await,
         };
         if result.is_err() {
@@ -100,20 +101,36 @@ impl Counters {
         }
     }
 
-    /// Writes the increments counted so far: one statement on SQLite, one
-    /// increment per series on the key-value store.
+    /// Writes the increments counted so far: one statement on SQLite; on the
+    /// key-value store, into this instance's totals, written as one record
+    /// (`tally`), shared with the instance's other requests.
     pub async fn flush(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         match &self.store {
             CounterStore::Unavailable => self.errors += u32::from(!pending.is_empty()),
             CounterStore::KeyValue(kv) => {
-                for (key, delta) in &pending {
-                    tally(&mut self.errors, kv.increment(key, *delta));
+                self.errors += tally::take_errors();
+                if !pending.is_empty() {
+                    tally::add_and_write(&kv.0, pending).await;
                 }
             }
             CounterStore::Sqlite(db) => {
                 tally(&mut self.errors, db.add_all(&pending).await);
             }
+        }
+    }
+
+    /// [`Counters::flush`] without waiting for the write where the store allows
+    /// it (the key-value store's record; SQLite writes at once).
+    pub async fn flush_in_background(&mut self) {
+        match &self.store {
+            CounterStore::KeyValue(kv) => {
+                let pending = std::mem::take(&mut self.pending);
+                if !pending.is_empty() {
+                    tally::add_in_background(&kv.0, pending);
+                }
+            }
+            _ => self.flush().await,
         }
     }
 
@@ -126,7 +143,7 @@ impl Counters {
     pub async fn get_raw(&mut self, key: &str) -> Option<Vec<u8>> {
         let result = match &self.store {
             CounterStore::Unavailable => Err(Failed),
-            CounterStore::KeyValue(kv) => kv.get(key),
+            CounterStore::KeyValue(kv) => kv.0.get(key).await,
             CounterStore::Sqlite(db) => db.get(key).await,
         };
         tally(&mut self.errors, result).flatten()
@@ -136,7 +153,7 @@ impl Counters {
     pub async fn set_raw(&mut self, key: &str, value: &[u8]) {
         let result = match &self.store {
             CounterStore::Unavailable => Err(Failed),
-            CounterStore::KeyValue(kv) => kv.set(key, value),
+            CounterStore::KeyValue(kv) => kv.0.set(key, value).await,
             CounterStore::Sqlite(db) => db.set(key, Value::Blob(value.to_vec())).await,
         };
         tally(&mut self.errors, result);
@@ -146,7 +163,7 @@ impl Counters {
     pub async fn set_gauge(&mut self, key: &str, value: i64) {
         let result = match &self.store {
             CounterStore::Unavailable => Err(Failed),
-            CounterStore::KeyValue(kv) => kv.set_gauge(key, value),
+            CounterStore::KeyValue(kv) => kv.set_gauge(key, value).await,
             CounterStore::Sqlite(db) => db.set(key, Value::Integer(value)).await,
         };
         tally(&mut self.errors, result);
@@ -156,7 +173,7 @@ impl Counters {
     pub async fn read_all(&self) -> Result<Vec<(String, i64)>, String> {
         match &self.store {
             CounterStore::Unavailable => Err("the metrics store is not available".into()),
-            CounterStore::KeyValue(kv) => kv.read_all(),
+            CounterStore::KeyValue(kv) => kv.read_all().await,
             CounterStore::Sqlite(db) => db.read_all().await,
         }
     }
@@ -244,7 +261,7 @@ impl Cache {
     pub async fn lease_held(&mut self, lease: &str) -> bool {
         let result = match &mut self.store {
             CacheStore::Off => Err(Failed),
-            CacheStore::KeyValue(kv) => kv.lease_held(lease),
+            CacheStore::KeyValue(kv) => kv.lease_held(lease).await,
             CacheStore::Sqlite(db) => db.lease_held(lease).await,
         };
         tally(&mut self.errors, result).unwrap_or(false)
@@ -253,7 +270,7 @@ impl Cache {
     pub async fn release_lease(&mut self, lease: &str) {
         let result = match &mut self.store {
             CacheStore::Off => Err(Failed),
-            CacheStore::KeyValue(kv) => kv.release_lease(lease),
+            CacheStore::KeyValue(kv) => kv.release_lease(lease).await,
             CacheStore::Sqlite(db) => db.release_lease(lease).await,
         };
         tally(&mut self.errors, result);

@@ -1,16 +1,18 @@
-//! Host bindings for the Spin-specific interfaces of world `spin-platform` in `wit/`.
+//! Host bindings for the Spin-specific interfaces of world `spin-platform` in `wit/`,
+//! generated as Spin 4.0.2 generates its own (`imports: { default: async | trappable }`).
 //! WIT `async func`s (spin:variables, spin:key-value, spin:sqlite's `-async` functions)
-//! become `HostWithStore` traits driven by an `Accessor`; wasi:keyvalue's synchronous
-//! functions become plain `Host` traits. spin:sqlite's synchronous functions are async on
-//! the host, as Spin binds every import: the guest still waits for them, and so does its
-//! instance. Every function may trap (`trappable`), which the key-value increment uses.
+//! become `HostWithStore` traits driven by an `Accessor` (wasmtime's concurrent host
+//! functions: the instance goes on while they wait). Synchronous WIT functions
+//! (wasi:keyvalue's store and atomics, spin:sqlite's `open` and `execute`) become async
+//! Rust functions on the host (`func_wrap_async`): the guest waits for them, and so does
+//! every other request of its instance. Every function may trap (`trappable`), which the
+//! key-value increment uses.
 
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "ximilar:gw/spin-platform",
     imports: {
-        "spin:sqlite/sqlite": async | trappable,
-        default: trappable,
+        default: async | trappable,
     },
     with: {
         "spin:key-value/key-value.store": crate::kv::OpenStore,

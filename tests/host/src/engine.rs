@@ -1,4 +1,13 @@
-//! One wasmtime `Engine` per process and a cache of compiled components.
+//! One wasmtime `Engine` per process, configured as Spin 4.0.2 configures its own, and a
+//! cache of compiled components.
+//!
+//! Spin's settings (its `crates/core`, read at the v4.0.2 tag): epoch interruption with a
+//! 10 ms ticker, the component model with its async ABI, and the pooling instance allocator
+//! wherever the address space allows it, sized from `SPIN_MAX_INSTANCE_COUNT` (1,000) with
+//! every `SPIN_WASMTIME_*` override. The pool is what makes load fail as it does on Spin:
+//! every live instance holds a fiber stack, and `total_stacks` (1,000) caps them, so an app
+//! whose instances stall spawns instances until "maximum concurrent limit of 1000 for
+//! fibers reached". `SPIN_WASMTIME_POOLING=0` turns pooling off, `1` forces it, as in Spin.
 //!
 //! Compiling a component with Cranelift is the slow part of starting an app (seconds in an
 //! optimised build, much longer in a debug build), and tests start many apps from the same
@@ -12,16 +21,21 @@ use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use wasmtime::component::Component;
-use wasmtime::{Cache, CacheConfig, Config, Engine};
+use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// The process-wide engine, configured as Spin 4.0.2 configures it for WASIp3 components.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
         config.wasm_component_model_async(true);
+        if use_pooling() {
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(spin_pooling()));
+        }
         if let Some(dir) = cache_dir() {
             let mut cache_config = CacheConfig::new();
             cache_config.with_directory(&dir);
@@ -32,8 +46,76 @@ pub fn engine() -> &'static Engine {
                 Err(e) => eprintln!("spin-test-host: compile cache disabled ({}): {e:#}", dir.display()),
             }
         }
-        Engine::new(&config).expect("wasmtime engine")
+        let engine = Engine::new(&config).expect("wasmtime engine");
+        start_epoch_ticker(engine.clone());
+        engine
     })
+}
+
+/// The epoch deadline Spin gives every store: never reached, but the checks run.
+pub const EPOCH_DEADLINE: u64 = u64::MAX / 2;
+
+/// Spin advances the epoch every 10 ms from a thread of its own.
+fn start_epoch_ticker(engine: Engine) {
+    std::thread::Builder::new()
+        .name("spin-test-host-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(10));
+            engine.increment_epoch();
+        })
+        .expect("epoch thread");
+}
+
+/// `SPIN_WASMTIME_POOLING`: `1` on, `0` off, unset: on if the address space allows the
+/// large reservations the pool makes (Spin asks the same question with a 2^42-byte one).
+pub fn use_pooling() -> bool {
+    match std::env::var("SPIN_WASMTIME_POOLING").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        Ok(other) => panic!("SPIN_WASMTIME_POOLING must be 0 or 1, not {other:?}"),
+        Err(_) => address_space_allows_pooling(),
+    }
+}
+
+fn address_space_allows_pooling() -> bool {
+    let mut config = Config::new();
+    config.wasm_memory64(true);
+    config.memory_reservation(1 << 42);
+    let Ok(engine) = Engine::new(&config) else { return false };
+    let mut store = wasmtime::Store::new(&engine, ());
+    wasmtime::Memory::new(&mut store, wasmtime::MemoryType::new64(0, None)).is_ok()
+}
+
+/// An environment override of a pool setting; like Spin, a value that does not parse is fatal.
+fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(text) => text.parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+/// The pool Spin 4.0.2 builds (values and variable names from its `crates/core`).
+pub fn spin_pooling() -> PoolingAllocationConfig {
+    const MIB: usize = 1 << 20;
+    let max = setting("SPIN_MAX_INSTANCE_COUNT", 1_000u32);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(setting("SPIN_WASMTIME_INSTANCE_COUNT", max))
+        .total_memories(setting("SPIN_WASMTIME_TOTAL_MEMORIES", max))
+        .total_tables(setting("SPIN_WASMTIME_TOTAL_TABLES", 2 * max))
+        .total_stacks(setting("SPIN_WASMTIME_TOTAL_STACKS", max))
+        .total_core_instances(setting("SPIN_WASMTIME_TOTAL_CORE_INSTANCES", 4 * max))
+        .table_elements(setting("SPIN_WASMTIME_INSTANCE_TABLE_ELEMENTS", 100_000))
+        .max_component_instance_size(setting("SPIN_WASMTIME_INSTANCE_SIZE", 10 * MIB))
+        .max_core_instance_size(setting("SPIN_WASMTIME_CORE_INSTANCE_SIZE", 10 * MIB))
+        .max_core_instances_per_component(setting("SPIN_WASMTIME_CORE_INSTANCE_COUNT", 200))
+        .max_tables_per_component(setting("SPIN_WASMTIME_INSTANCE_TABLES", 64))
+        .max_memories_per_component(setting("SPIN_WASMTIME_INSTANCE_MEMORIES", 32))
+        .max_tables_per_module(setting("SPIN_WASMTIME_MAX_TABLES_PER_MODULE", 2))
+        .max_memories_per_module(setting("SPIN_WASMTIME_MAX_MEMORIES_PER_MODULE", 2))
+        .max_memory_size(4 << 30)
+        .linear_memory_keep_resident(setting("SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT", 2 * MIB))
+        .table_keep_resident(setting("SPIN_WASMTIME_TABLE_KEEP_RESIDENT", MIB / 2));
+    pool
 }
 
 fn cache_dir() -> Option<PathBuf> {

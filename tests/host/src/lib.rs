@@ -20,6 +20,7 @@ pub mod routing;
 pub mod runtime_config;
 mod server;
 pub mod sqlite_db;
+pub mod sync_imports;
 pub mod variables;
 
 pub use audit::audit_component_imports;

@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use crate::sync_imports::SyncImports;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Stream {
@@ -69,6 +72,7 @@ pub struct CapturedOutput {
     pub sink: Arc<LogSink>,
     pub component: Arc<str>,
     pub stream: Stream,
+    pub sync_imports: Arc<SyncImports>,
 }
 
 impl IsTerminal for CapturedOutput {
@@ -80,6 +84,37 @@ impl IsTerminal for CapturedOutput {
 impl StdoutStream for CapturedOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(LineWriter { out: self.clone(), partial: Vec::new() })
+    }
+
+    /// WASIp2 writes are taken at once, as Spin's own stdout and stderr take them (a
+    /// write under a lock): `blocking-write-and-flush` returns on its first poll. Each
+    /// write is counted as a synchronous import.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(P2Writer(LineWriter { out: self.clone(), partial: Vec::new() }))
+    }
+}
+
+/// The WASIp2 side of a [`CapturedOutput`].
+struct P2Writer(LineWriter);
+
+#[async_trait::async_trait]
+impl Pollable for P2Writer {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for P2Writer {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.0.out.sync_imports.count("wasi:io/streams.[method]output-stream.blocking-write-and-flush");
+        self.0.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
     }
 }
 
@@ -98,19 +133,24 @@ impl LineWriter {
     }
 }
 
-impl AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
+impl LineWriter {
+    fn push(&mut self, buf: &[u8]) {
         for chunk in buf.split_inclusive(|b| *b == b'\n') {
             match chunk.strip_suffix(b"\n") {
                 Some(end) => {
-                    this.partial.extend_from_slice(end);
-                    let line = std::mem::take(&mut this.partial);
-                    this.out.sink.push(&this.out.component, this.out.stream, &line);
+                    self.partial.extend_from_slice(end);
+                    let line = std::mem::take(&mut self.partial);
+                    self.out.sink.push(&self.out.component, self.out.stream, &line);
                 }
-                None => this.partial.extend_from_slice(chunk),
+                None => self.partial.extend_from_slice(chunk),
             }
         }
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -138,7 +178,12 @@ mod tests {
     #[tokio::test]
     async fn lines_are_reassembled_across_writes() {
         let sink = LogSink::new(false);
-        let out = CapturedOutput { sink: sink.clone(), component: Arc::from("c"), stream: Stream::Stderr };
+        let out = CapturedOutput {
+            sink: sink.clone(),
+            component: Arc::from("c"),
+            stream: Stream::Stderr,
+            sync_imports: Default::default(),
+        };
         let mut w = Pin::from(out.async_stream());
         w.write_all(b"{\"a\":").await.unwrap();
         w.write_all(b"1}\nsecond\nthi").await.unwrap();

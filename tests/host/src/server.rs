@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +38,7 @@ use crate::outbound::{AllowedHosts, ConnectionPool, DeniedCall, OutboundLedger, 
 use crate::routing::{RouteMatch, Router};
 use crate::runtime_config::RuntimeConfig;
 use crate::sqlite_db::{ScratchDir, SqliteAccess, SqliteDatabases, SqliteHandle, SqliteHost};
+use crate::sync_imports::SyncImports;
 use crate::variables::{self, ComponentVariables, Environment, Provider, Template, VarsCtx, VarsHost};
 use crate::{bindings, engine};
 
@@ -188,6 +189,22 @@ impl RunningApp {
         self.app.kv.handle(label)
     }
 
+    /// Calls the components made to synchronous imports that Spin runs as async host
+    /// functions (see `sync_imports`), by import, since the app started.
+    pub fn sync_imports(&self) -> BTreeMap<&'static str, u64> {
+        self.app.sync_imports.snapshot()
+    }
+
+    /// The most instances of the app's components alive at once so far.
+    pub fn peak_instances(&self) -> usize {
+        self.app.instances.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Instance failures so far (Spin logs them as `worker error`), such as an empty stack pool.
+    pub fn worker_errors(&self) -> Vec<String> {
+        self.app.errors.lock().unwrap().clone()
+    }
+
     /// A SQLite database by label (`default` or a runtime-config label).
     pub fn sqlite(&self, label: &str) -> Option<SqliteHandle> {
         self.app.sqlite.handle(label)
@@ -276,6 +293,8 @@ struct App {
     errors: Arc<Mutex<Vec<String>>>,
     variables: HashMap<String, String>,
     wall_clock: Arc<ShiftedWallClock>,
+    sync_imports: Arc<SyncImports>,
+    instances: Arc<InstanceCount>,
     /// The temporary database directory when the options named none; removed with the app.
     _scratch: Option<ScratchDir>,
 }
@@ -317,6 +336,8 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
     let logs = LogSink::new(opts.echo_logs);
     let errors = Arc::new(Mutex::new(Vec::new()));
     let pool = Arc::new(ConnectionPool::default());
+    let sync_imports = Arc::new(SyncImports::default());
+    let instances = Arc::new(InstanceCount::default());
     let engine = engine::engine();
 
     let mut linker = Linker::<InstanceData>::new(engine);
@@ -368,6 +389,8 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
             errors: errors.clone(),
             reuse: opts.reuse,
             wall_clock: opts.wall_clock_offset.clone(),
+            sync_imports: sync_imports.clone(),
+            instances: instances.clone(),
         };
         components.insert(id.to_string(), ProxyHandler::new(host, ProxyPre::P3(service)));
     }
@@ -387,6 +410,8 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
         errors,
         variables: app_values,
         wall_clock: opts.wall_clock_offset.clone(),
+        sync_imports,
+        instances,
         _scratch: scratch,
     });
 
@@ -427,10 +452,39 @@ struct ComponentHost {
     errors: Arc<Mutex<Vec<String>>>,
     reuse: InstanceReuse,
     wall_clock: Arc<ShiftedWallClock>,
+    sync_imports: Arc<SyncImports>,
+    instances: Arc<InstanceCount>,
+}
+
+/// How many instances (stores) of the app's components are alive, and the most at once:
+/// each holds a fiber stack from the pool while it lives.
+#[derive(Default)]
+pub(crate) struct InstanceCount {
+    live: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one instance for as long as its store lives.
+struct LiveInstance(Arc<InstanceCount>);
+
+impl LiveInstance {
+    fn new(count: Arc<InstanceCount>) -> LiveInstance {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = count.live.fetch_add(1, Relaxed) + 1;
+        count.peak.fetch_max(now, Relaxed);
+        LiveInstance(count)
+    }
+}
+
+impl Drop for LiveInstance {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The data of one wasmtime `Store` (one instance, possibly serving many requests).
 pub(crate) struct InstanceData {
+    _live: LiveInstance,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -456,23 +510,37 @@ impl HandlerState for ComponentHost {
     type StoreData = InstanceData;
 
     fn new_store(&self, _req_id: Option<u64>) -> wasmtime::Result<StoreBundle<InstanceData>> {
+        let live = LiveInstance::new(self.instances.clone());
         let mut wasi = WasiCtxBuilder::new();
-        let output = |stream| CapturedOutput { sink: self.logs.clone(), component: self.id.clone(), stream };
+        let output = |stream| CapturedOutput {
+            sink: self.logs.clone(),
+            component: self.id.clone(),
+            stream,
+            sync_imports: self.sync_imports.clone(),
+        };
         wasi.stdout(output(Stream::Stdout)).stderr(output(Stream::Stderr));
         wasi.wall_clock(InstanceWallClock(self.wall_clock.clone()));
         for (k, v) in &self.environment {
             wasi.env(k, v);
         }
         let data = InstanceData {
+            _live: live,
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: self.policy.clone(),
             vars: VarsCtx(self.vars.clone()),
-            kv: KvAccess { allowed: self.kv_allowed.clone(), stores: self.kv.clone(), table: ResourceTable::new() },
+            kv: KvAccess {
+                allowed: self.kv_allowed.clone(),
+                stores: self.kv.clone(),
+                table: ResourceTable::new(),
+                sync_imports: self.sync_imports.clone(),
+            },
             sqlite: SqliteAccess::new(self.sqlite_allowed.clone(), self.sqlite.clone()),
         };
-        Ok(StoreBundle { store: Store::new(engine::engine(), data), write_profile: Box::new(|_| {}) })
+        let mut store = Store::new(engine::engine(), data);
+        store.set_epoch_deadline(engine::EPOCH_DEADLINE);
+        Ok(StoreBundle { store, write_profile: Box::new(|_| {}) })
     }
 
     fn request_timeout(&self) -> Duration {

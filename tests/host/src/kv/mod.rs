@@ -286,6 +286,8 @@ pub struct KvAccess {
     pub allowed: Arc<HashSet<String>>,
     pub stores: Arc<KvStores>,
     pub table: ResourceTable,
+    /// Where the app counts calls to synchronous imports.
+    pub sync_imports: Arc<crate::sync_imports::SyncImports>,
 }
 
 impl KvAccess {
@@ -344,7 +346,7 @@ impl HasData for KvHost {
 impl v3::Host for KvAccess {}
 
 impl v3::HostStore for KvAccess {
-    fn drop(&mut self, store: Resource<v3::Store>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, store: Resource<v3::Store>) -> wasmtime::Result<()> {
         self.table.delete(store)?;
         Ok(())
     }
@@ -417,7 +419,9 @@ impl v3::HostStoreWithStore for KvHost {
 }
 
 // ---------------------------------------------------------------------------------------
-// wasi:keyvalue@0.2.0-draft2 store and atomics (synchronous functions)
+// wasi:keyvalue@0.2.0-draft2 store and atomics: synchronous WIT functions that Spin
+// implements as async host functions (`func_wrap_async`), so a call holds the calling
+// instance's store until it returns. Each call is counted in `sync_imports`.
 
 fn wasi_open_error(e: OpenError) -> wasi_store::Error {
     match e {
@@ -427,10 +431,11 @@ fn wasi_open_error(e: OpenError) -> wasi_store::Error {
 }
 
 impl wasi_store::Host for KvAccess {
-    fn open(
+    async fn open(
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<wasi_store::Bucket>, wasi_store::Error>> {
+        self.sync_imports.count("wasi:keyvalue/store.open");
         match self.open_label(&identifier) {
             Ok(store) => Ok(Ok(self.table.push(OpenStore(store))?)),
             Err(e) => Ok(Err(wasi_open_error(e))),
@@ -439,44 +444,49 @@ impl wasi_store::Host for KvAccess {
 }
 
 impl wasi_store::HostBucket for KvAccess {
-    fn get(
+    async fn get(
         &mut self,
         this: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
+        self.sync_imports.count("wasi:keyvalue/store.[method]bucket.get");
         outcome(self.store(&this)?.get(&key), wasi_store::Error::Other)
     }
 
-    fn set(
+    async fn set(
         &mut self,
         this: Resource<wasi_store::Bucket>,
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
+        self.sync_imports.count("wasi:keyvalue/store.[method]bucket.set");
         outcome(self.store(&this)?.set(&key, &value), wasi_store::Error::Other)
     }
 
-    fn delete(
+    async fn delete(
         &mut self,
         this: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
+        self.sync_imports.count("wasi:keyvalue/store.[method]bucket.delete");
         outcome(self.store(&this)?.delete(&key), wasi_store::Error::Other)
     }
 
-    fn exists(
+    async fn exists(
         &mut self,
         this: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, wasi_store::Error>> {
+        self.sync_imports.count("wasi:keyvalue/store.[method]bucket.exists");
         outcome(self.store(&this)?.get(&key).map(|v| v.is_some()), wasi_store::Error::Other)
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         this: Resource<wasi_store::Bucket>,
         cursor: Option<String>,
     ) -> wasmtime::Result<Result<wasi_store::KeyResponse, wasi_store::Error>> {
+        self.sync_imports.count("wasi:keyvalue/store.[method]bucket.list-keys");
         if cursor.is_some() {
             // Spin does not support cursors either.
             return Ok(Err(wasi_store::Error::Other("list_keys: cursor not supported".into())));
@@ -485,7 +495,8 @@ impl wasi_store::HostBucket for KvAccess {
         outcome(keys.map(|keys| wasi_store::KeyResponse { keys, cursor: None }), wasi_store::Error::Other)
     }
 
-    fn drop(&mut self, this: Resource<wasi_store::Bucket>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, this: Resource<wasi_store::Bucket>) -> wasmtime::Result<()> {
+        self.sync_imports.count("wasi:keyvalue/store.[resource-drop]bucket");
         let this: Resource<OpenStore> = Resource::new_own(this.rep());
         self.table.delete(this)?;
         Ok(())
@@ -493,16 +504,22 @@ impl wasi_store::HostBucket for KvAccess {
 }
 
 impl atomics::Host for KvAccess {
-    fn increment(
+    async fn increment(
         &mut self,
         bucket: Resource<atomics::Bucket>,
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, atomics::Error>> {
+        self.sync_imports.count("wasi:keyvalue/atomics.increment");
         outcome(self.store(&bucket)?.increment(&key, delta), atomics::Error::Other)
     }
 
-    fn swap(&mut self, cas: Resource<atomics::Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
+    async fn swap(
+        &mut self,
+        cas: Resource<atomics::Cas>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
+        self.sync_imports.count("wasi:keyvalue/atomics.swap");
         let state = self.table.delete(cas)?;
         let swapped = state.store.swap(&state.key, state.snapshot.as_deref(), &value);
         match outcome(swapped, |m| atomics::CasError::StoreError(atomics::Error::Other(m)))? {
@@ -521,16 +538,21 @@ impl atomics::Host for KvAccess {
 }
 
 impl atomics::HostCas for KvAccess {
-    fn new(
+    async fn new(
         &mut self,
         bucket: Resource<atomics::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Resource<atomics::Cas>, atomics::Error>> {
+        self.sync_imports.count("wasi:keyvalue/atomics.[static]cas.new");
         let store = self.store(&bucket)?;
         Ok(Ok(self.table.push(CasState { store, key, snapshot: None })?))
     }
 
-    fn current(&mut self, this: Resource<atomics::Cas>) -> wasmtime::Result<Result<Option<Vec<u8>>, atomics::Error>> {
+    async fn current(
+        &mut self,
+        this: Resource<atomics::Cas>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, atomics::Error>> {
+        self.sync_imports.count("wasi:keyvalue/atomics.[method]cas.current");
         let state = self.table.get_mut(&this)?;
         let value = match outcome(state.store.get(&state.key), atomics::Error::Other)? {
             Ok(v) => v,
@@ -540,7 +562,8 @@ impl atomics::HostCas for KvAccess {
         Ok(Ok(value))
     }
 
-    fn drop(&mut self, this: Resource<atomics::Cas>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, this: Resource<atomics::Cas>) -> wasmtime::Result<()> {
+        self.sync_imports.count("wasi:keyvalue/atomics.[resource-drop]cas");
         self.table.delete(this)?;
         Ok(())
     }
