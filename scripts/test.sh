@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's one test command (README, .ci/run). It checks formatting,
-# builds the wasm components, runs clippy with warnings denied, then runs, in order:
+# The project's one test command (README, .ci/run). It checks formatting and
+# that no modules of src/ import each other in a circle, builds the wasm
+# components, runs clippy with warnings denied, then runs, in order:
 #   1. cargo tests: native unit tests, manifest checks, property fuzzing, the
 #      test host's self-tests, and the end-to-end tests of the built components
 #      (state in the test host's model of Spin's key-value store, then in its
@@ -46,6 +47,9 @@ done
 step "formatting (cargo fmt --check, rustfmt.toml)"
 run cargo fmt --all --check
 run bash -c 'cd deploy/healthcheck && cargo fmt --check'
+
+step "no import cycle between the modules of src/"
+run python3 scripts/module_cycles.py src
 
 step "building the components (wasm32-wasip2, release)"
 cargo build --target wasm32-wasip2 --release \

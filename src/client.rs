@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::retry::{RetryPolicy, RetryReason};
-use crate::ximilar::UpstreamRequest;
+use crate::upstream_request::{Endpoint, UpstreamRequest};
 
 /// What came back from one try.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,8 +103,8 @@ pub struct Attempt {
 /// Everything the calls of one gateway request did upstream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallLog {
-    pub attempts: Vec<(crate::ximilar::Endpoint, Attempt)>,
-    pub retries: Vec<(crate::ximilar::Endpoint, RetryReason)>,
+    pub attempts: Vec<(Endpoint, Attempt)>,
+    pub retries: Vec<(Endpoint, RetryReason)>,
 }
 
 /// Why a call produced no usable HTTP response.
@@ -265,7 +265,6 @@ pub(crate) mod fakes {
 mod tests {
     use super::fakes::*;
     use super::*;
-    use crate::ximilar::Endpoint;
 
     fn request() -> UpstreamRequest {
         UpstreamRequest {

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod retry;
 pub mod tally;
 pub mod upstream_error;
+pub mod upstream_request;
 pub mod urls;
 pub mod ximilar;
 

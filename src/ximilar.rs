@@ -8,55 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::base64;
 use crate::config::{Config, TagMode};
 use crate::upstream_error::UpstreamError;
-
-/// Which Ximilar call; also the `endpoint` label of the upstream metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    DetectTags,
-    Tags,
-    Classify,
-    VisualKnn,
-    Account,
-}
-
-impl Endpoint {
-    pub fn label(self) -> &'static str {
-        match self {
-            Endpoint::DetectTags => "detect_tags",
-            Endpoint::Tags => "tags",
-            Endpoint::Classify => "classify",
-            Endpoint::VisualKnn => "visual_knn",
-            Endpoint::Account => "account",
-        }
-    }
-
-    /// Whether Ximilar charges credits for it (every call that sends an image).
-    pub fn is_billed(self) -> bool {
-        self != Endpoint::Account
-    }
-}
-
-/// One request to Ximilar, transport-neutral. `headers` hold the token: this
-/// value is never logged or echoed.
-#[derive(Clone, PartialEq)]
-pub struct UpstreamRequest {
-    pub endpoint: Endpoint,
-    pub method: &'static str,
-    pub url: String,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for UpstreamRequest {
-    // Headers carry the token and the collection id: leave them out.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamRequest")
-            .field("endpoint", &self.endpoint)
-            .field("method", &self.method)
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::upstream_request::{Endpoint, UpstreamRequest};
 
 fn post(config: &Config, endpoint: Endpoint, path: &str, request_id: &str, body: Value) -> UpstreamRequest {
     UpstreamRequest {

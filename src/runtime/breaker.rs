@@ -9,7 +9,7 @@ use crate::breaker::{self, BreakerPolicy, State, Stored, FAILURES_KEY, STATE_KEY
 use crate::client::Attempt;
 use crate::contract::ApiError;
 use crate::metrics;
-use crate::ximilar::Endpoint;
+use crate::upstream_request::Endpoint;
 
 /// What the breaker saw when it let a call through.
 pub struct Pass {

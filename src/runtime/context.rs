@@ -12,7 +12,6 @@ use std::time::Duration;
 use super::breaker;
 use super::budget::{Budget, BudgetGate};
 use super::config;
-use super::endpoint::CacheOutcome;
 use super::stores::{now_ms, Cache, Counters};
 use super::upstream::{SpinClock, SpinTransport};
 use crate::auth::{Caller, ANONYMOUS};
@@ -22,7 +21,8 @@ use crate::config::Config;
 use crate::contract::ApiError;
 use crate::retry::RetryPolicy;
 use crate::upstream_error::UpstreamError;
-use crate::ximilar::{self, UpstreamRequest};
+use crate::upstream_request::UpstreamRequest;
+use crate::ximilar;
 
 /// How often a request waiting on another's identical call looks for its answer.
 const FOLLOW_POLL: Duration = Duration::from_millis(10);
@@ -50,7 +50,7 @@ pub struct ImageStep {
 }
 
 /// Where an answer comes from.
-pub enum Found<T> {
+enum Found<T> {
     Cached(T),
     /// Ask Ximilar, then hand the outcome to [`Context::finish`] with this lease.
     Lead(Option<String>),
@@ -147,13 +147,31 @@ impl Context {
         found
     }
 
-    /// The answer to `key`: from the cache; or, when another request is already
-    /// asking Ximilar the same question (it holds the in-flight lease, shared
-    /// through the store by every instance and replica), from that request once
-    /// it has answered; or [`Found::Lead`]: ask Ximilar, then [`Context::finish`].
-    /// A follower waits with the async clock (the instance goes on serving), and
-    /// never so long that it could not still make its own call in time.
-    pub async fn cached_or_lead<T: DeserializeOwned>(&mut self, key: &str) -> Result<Found<T>, ApiError> {
+    /// The answer to `key`, asked of Ximilar at most once across every instance
+    /// and replica: from the cache; or, when another request is already asking
+    /// the same question, from that request once it has answered; or from `ask`,
+    /// whose answer is then cached (and a definite error shared with those who
+    /// waited). The lease is always given back, whatever `ask` returns.
+    pub async fn once<T: Serialize + DeserializeOwned>(
+        &mut self,
+        key: &str,
+        ask: impl AsyncFnOnce(&mut Context) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let lease = match self.cached_or_lead::<T>(key).await? {
+            Found::Cached(hit) => return Ok(hit),
+            Found::Lead(lease) => lease,
+        };
+        let answer = ask(self).await;
+        self.finish(key, lease, answer.as_ref()).await;
+        answer
+    }
+
+    /// From the cache; or from another request that holds the in-flight lease
+    /// (shared through the store), once it has answered; or [`Found::Lead`]: ask
+    /// Ximilar, then [`Context::finish`]. A follower waits with the async clock
+    /// (the instance goes on serving), and never so long that it could not still
+    /// make its own call in time.
+    async fn cached_or_lead<T: DeserializeOwned>(&mut self, key: &str) -> Result<Found<T>, ApiError> {
         if let Some(hit) = self.cached(key).await {
             return Ok(Found::Cached(hit));
         }
@@ -208,7 +226,7 @@ impl Context {
 
     /// Ends a lead: keeps the answer (or a definite error, for the followers
     /// only) and frees the lease, so those waiting on it see the outcome.
-    pub async fn finish<T: Serialize>(&mut self, key: &str, lease: Option<String>, outcome: Result<&T, &ApiError>) {
+    async fn finish<T: Serialize>(&mut self, key: &str, lease: Option<String>, outcome: Result<&T, &ApiError>) {
         match outcome {
             Ok(answer) => self.cache.put(key, answer).await,
             Err(error) if lease.is_some() && error.code == SHARED_ERROR_CODE => {
@@ -275,4 +293,33 @@ fn envelope(response: &UpstreamResponse) -> Result<Map<String, Value>, UpstreamE
         return Err(error);
     }
     ximilar::parse_envelope(&response.body)
+}
+
+/// How the cache served a request (a miss still counts when the call then failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheOutcome {
+    #[default]
+    NotUsed,
+    Hit,
+    Miss,
+}
+
+impl CacheOutcome {
+    /// The `x-cache` header, if the cache was consulted.
+    pub fn header(self) -> Option<&'static str> {
+        match self {
+            CacheOutcome::NotUsed => None,
+            CacheOutcome::Hit => Some("HIT"),
+            CacheOutcome::Miss => Some("MISS"),
+        }
+    }
+
+    /// The log line's `cache` field.
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheOutcome::NotUsed => "none",
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+        }
+    }
 }

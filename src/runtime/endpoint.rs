@@ -49,32 +49,3 @@ impl Answer {
         }
     }
 }
-
-/// How the cache served a request (a miss still counts when the call then failed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CacheOutcome {
-    #[default]
-    NotUsed,
-    Hit,
-    Miss,
-}
-
-impl CacheOutcome {
-    /// The `x-cache` header, if the cache was consulted.
-    pub fn header(self) -> Option<&'static str> {
-        match self {
-            CacheOutcome::NotUsed => None,
-            CacheOutcome::Hit => Some("HIT"),
-            CacheOutcome::Miss => Some("MISS"),
-        }
-    }
-
-    /// The log line's `cache` field.
-    pub fn label(self) -> &'static str {
-        match self {
-            CacheOutcome::NotUsed => "none",
-            CacheOutcome::Hit => "hit",
-            CacheOutcome::Miss => "miss",
-        }
-    }
-}

@@ -2,7 +2,7 @@
 //! the body: validate, look in the cache, ask Ximilar, map, remember.
 
 use super::breaker;
-use super::context::{Context, Found};
+use super::context::Context;
 use super::endpoint::{Answer, Endpoint, Guard};
 use super::garment;
 use crate::breaker::State;
@@ -52,13 +52,8 @@ impl Endpoint for Tag {
             return Ok(Answer::json(&item.tags));
         }
         let key = cache::tag_key(config, &request.url);
-        let lease = match ctx.cached_or_lead::<TagResponse>(&key).await? {
-            Found::Cached(hit) => return Ok(Answer::json(&hit)),
-            Found::Lead(lease) => lease,
-        };
-        let tags = tag_upstream(ctx, config, &request.url).await;
-        ctx.finish(&key, lease, tags.as_ref()).await;
-        Ok(Answer::json(&tags?))
+        let tags = ctx.once(&key, async |ctx| tag_upstream(ctx, config, &request.url).await).await?;
+        Ok(Answer::json(&tags))
     }
 }
 
@@ -84,32 +79,23 @@ impl Endpoint for Search {
         }
         let source = request.crop_url.source_url();
         let key = cache::search_key(config, &request.crop_url, request.category.as_deref(), request.top_k);
-        let lease = match ctx.cached_or_lead::<SearchResponse>(&key).await? {
-            Found::Cached(hit) => return Ok(Answer::json(&hit)),
-            Found::Lead(lease) => lease,
-        };
-        let garment = match crop {
-            Some((settings, b)) => match garment::jpeg(ctx, settings, &source, b).await {
-                Ok(jpeg) => Some(jpeg),
-                Err(error) => {
-                    ctx.finish::<SearchResponse>(&key, lease, Err(&error)).await;
-                    return Err(error);
-                }
-            },
-            None => None,
-        };
-        let query = match &garment {
-            Some(jpeg) => QueryImage::Inline(jpeg),
-            None => QueryImage::Url(source.as_str()),
-        };
-        let category = request.category.as_deref();
-        let upstream = ximilar::visual_knn(config, &ctx.request_id, query, request.top_k, category);
-        let response = match ctx.ximilar(&upstream).await {
-            Ok(envelope) => Ok(SearchResponse { candidates: mapping::candidates(&envelope, request.top_k as usize) }),
-            Err(error) => Err(error),
-        };
-        ctx.finish(&key, lease, response.as_ref()).await;
-        Ok(Answer::json(&response?))
+        let found = ctx
+            .once(&key, async |ctx| {
+                let garment = match crop {
+                    Some((settings, b)) => Some(garment::jpeg(ctx, settings, &source, b).await?),
+                    None => None,
+                };
+                let query = match &garment {
+                    Some(jpeg) => QueryImage::Inline(jpeg),
+                    None => QueryImage::Url(source.as_str()),
+                };
+                let category = request.category.as_deref();
+                let upstream = ximilar::visual_knn(config, &ctx.request_id, query, request.top_k, category);
+                let envelope = ctx.ximilar(&upstream).await?;
+                Ok(SearchResponse { candidates: mapping::candidates(&envelope, request.top_k as usize) })
+            })
+            .await?;
+        Ok(Answer::json(&found))
     }
 }
 
@@ -125,39 +111,38 @@ impl Endpoint for Health {
         let config = ctx.config().await?;
         ctx.use_cache(config.health_cache).await;
         let key = cache::health_key(config);
-        let lease = match ctx.cached_or_lead::<HealthResponse>(&key).await? {
-            Found::Cached(mut hit) => {
-                // The probe's verdict may be reused; the breaker's state is read fresh.
-                hit.breaker = Some(breaker::state(&mut ctx.counters).await.label().into());
-                return Ok(Answer::json(&hit));
-            }
-            Found::Lead(lease) => lease,
-        };
-        let probe = ximilar::account_details(config, &ctx.request_id);
-        let verdict = ctx.probe(&probe, &config.retry, config.health_timeout).await;
-        if let Ok(account) = &verdict {
-            // What the account has spent and may spend, for dashboards and the 90 % alert.
-            let credits = |field| account.get(field).and_then(serde_json::Value::as_i64);
-            if let Some(used) = credits("credits_counter") {
-                ctx.counters.set_gauge(&metrics::credits_used_key(), used).await;
-            }
-            if let Some(limit) = credits("credits_limit") {
-                ctx.counters.set_gauge(&metrics::credits_limit_key(), limit).await;
-            }
-        }
-        let reason = verdict.err().map(|e| e.health_reason());
-        let breaker = breaker::state(&mut ctx.counters).await;
-        ctx.counters.set_gauge(&metrics::breaker_open_key(), i64::from(breaker != State::Closed)).await;
-        let response = HealthResponse {
-            status: "ok".into(),
-            ximilar_reachable: reason.is_none(),
-            reason,
-            breaker: Some(breaker.label().into()),
-        };
-        ctx.counters.set_gauge(&metrics::reachable_key(), i64::from(response.ximilar_reachable)).await;
-        ctx.finish(&key, lease, Ok(&response)).await;
+        let mut response = ctx.once(&key, async |ctx| Ok(probe(ctx, config).await)).await?;
+        // The probe's verdict may be reused; the breaker's state is read fresh.
+        response.breaker = Some(breaker::state(&mut ctx.counters).await.label().into());
         Ok(Answer::json(&response))
     }
+}
+
+/// The health probe's verdict, and the gauges it feeds.
+async fn probe(ctx: &mut Context, config: &Config) -> HealthResponse {
+    let probe = ximilar::account_details(config, &ctx.request_id);
+    let verdict = ctx.probe(&probe, &config.retry, config.health_timeout).await;
+    if let Ok(account) = &verdict {
+        // What the account has spent and may spend, for dashboards and the 90 % alert.
+        let credits = |field| account.get(field).and_then(serde_json::Value::as_i64);
+        if let Some(used) = credits("credits_counter") {
+            ctx.counters.set_gauge(&metrics::credits_used_key(), used).await;
+        }
+        if let Some(limit) = credits("credits_limit") {
+            ctx.counters.set_gauge(&metrics::credits_limit_key(), limit).await;
+        }
+    }
+    let reason = verdict.err().map(|e| e.health_reason());
+    let breaker = breaker::state(&mut ctx.counters).await;
+    ctx.counters.set_gauge(&metrics::breaker_open_key(), i64::from(breaker != State::Closed)).await;
+    let response = HealthResponse {
+        status: "ok".into(),
+        ximilar_reachable: reason.is_none(),
+        reason,
+        breaker: Some(breaker.label().into()),
+    };
+    ctx.counters.set_gauge(&metrics::reachable_key(), i64::from(response.ximilar_reachable)).await;
+    response
 }
 
 impl Endpoint for Metrics {
@@ -186,13 +171,7 @@ impl Endpoint for Metrics {
 async fn detection(ctx: &mut Context, source: &ImageUrl) -> Result<Vec<DetectedItem>, ApiError> {
     let config = ctx.config().await?;
     let key = cache::detect_key(config, source);
-    let lease = match ctx.cached_or_lead(&key).await? {
-        Found::Cached(hit) => return Ok(hit),
-        Found::Lead(lease) => lease,
-    };
-    let detected = detect_upstream(ctx, config, source).await;
-    ctx.finish(&key, lease, detected.as_ref()).await;
-    detected
+    ctx.once(&key, async |ctx| detect_upstream(ctx, config, source).await).await
 }
 
 async fn detect_upstream(ctx: &mut Context, config: &Config, source: &ImageUrl) -> Result<Vec<DetectedItem>, ApiError> {

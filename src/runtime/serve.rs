@@ -7,8 +7,8 @@ use http_body_util::{BodyExt, Limited};
 use spin_sdk::http::{FullBody, Request};
 
 use super::config;
-use super::context::Context;
-use super::endpoint::{Answer, CacheOutcome, Endpoint, Guard};
+use super::context::{CacheOutcome, Context};
+use super::endpoint::{Answer, Endpoint, Guard};
 use super::stores::Counters;
 use super::upstream::SpinClock;
 use crate::auth::Caller;

@@ -9,7 +9,7 @@
 //! the in-flight lease of a miss, a budget's reservation, the breaker's failure
 //! count and probe, and one slot a new instance takes for its counters
 //! (`crate::tally`). Counters themselves cost no call per request: they are
-//! added up in the instance and written as one record (`super::tally`).
+//! added up in the instance and written as one record (see the `tally` module beside this one).
 //! Store handles are opened once per instance and kept.
 
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store};

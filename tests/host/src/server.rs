@@ -200,6 +200,11 @@ impl RunningApp {
         self.app.instances.peak.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Instances of the app's components started so far.
+    pub fn instances_started(&self) -> usize {
+        self.app.instances.started.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Instance failures so far (Spin logs them as `worker error`), such as an empty stack pool.
     pub fn worker_errors(&self) -> Vec<String> {
         self.app.errors.lock().unwrap().clone()
@@ -462,6 +467,7 @@ struct ComponentHost {
 pub(crate) struct InstanceCount {
     live: std::sync::atomic::AtomicUsize,
     peak: std::sync::atomic::AtomicUsize,
+    started: std::sync::atomic::AtomicUsize,
 }
 
 /// Counts one instance for as long as its store lives.
@@ -470,6 +476,7 @@ struct LiveInstance(Arc<InstanceCount>);
 impl LiveInstance {
     fn new(count: Arc<InstanceCount>) -> LiveInstance {
         use std::sync::atomic::Ordering::Relaxed;
+        count.started.fetch_add(1, Relaxed);
         let now = count.live.fetch_add(1, Relaxed) + 1;
         count.peak.fetch_max(now, Relaxed);
         LiveInstance(count)
