@@ -15,6 +15,7 @@ pub mod image_hosts;
 pub mod mapping;
 pub mod metrics;
 pub mod retry;
+pub mod server_timing;
 pub mod tally;
 pub mod upstream_error;
 pub mod upstream_request;

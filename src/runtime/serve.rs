@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::client::{Clock, Outcome};
 use crate::contract::{ApiError, MAX_BODY_BYTES};
 use crate::metrics;
+use crate::server_timing::Timing;
 
 pub type Response = http::Response<FullBody<Bytes>>;
 
@@ -47,7 +48,19 @@ pub async fn serve<E: Endpoint>(request: Request) -> Response {
     record::<E>(&mut ctx, method, status);
     ctx.counters.flush().await;
     log_line(E::NAME, method, status, answer.as_ref().err().map(|e| e.code), &ctx).await;
-    respond(answer, ctx.cache_outcome, &ctx.request_id)
+    let timing = timing(&ctx);
+    respond(answer, ctx.cache_outcome, &ctx.request_id, &timing)
+}
+
+/// Where the request's time went, for `Server-Timing`.
+fn timing(ctx: &Context) -> Timing {
+    Timing {
+        total: ctx.clock.now(),
+        ximilar: ctx.calls.attempts.iter().map(|(_, attempt)| attempt.duration).sum(),
+        tries: ctx.calls.attempts.len(),
+        image: ctx.image.as_ref().map(|step| step.fetch + step.crop.unwrap_or_default()),
+        cache: ctx.cache_outcome.header(),
+    }
 }
 
 /// The method check, the caller's key and the bounded body read, before the endpoint runs.
@@ -131,8 +144,9 @@ fn record<E: Endpoint>(ctx: &mut Context, method: &str, status: u16) {
     }
 }
 
-fn respond(answer: Result<Answer, ApiError>, cache: CacheOutcome, request_id: &str) -> Response {
-    let mut builder = http::Response::builder().header("x-request-id", request_id);
+fn respond(answer: Result<Answer, ApiError>, cache: CacheOutcome, request_id: &str, timing: &Timing) -> Response {
+    let mut builder =
+        http::Response::builder().header("x-request-id", request_id).header("server-timing", timing.header());
     let body = match answer {
         Ok(answer) => {
             builder = builder.status(answer.status).header("content-type", answer.content_type);

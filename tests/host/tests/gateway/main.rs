@@ -16,3 +16,4 @@ mod imports;
 mod metrics;
 mod shutdown;
 mod spend;
+mod timing;
