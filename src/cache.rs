@@ -123,18 +123,27 @@ struct Entry<T> {
     k: String,
     /// Unix milliseconds after which the entry is stale.
     exp: u64,
+    /// Unix milliseconds when it was stored (0 in entries written before it was kept).
+    #[serde(default)]
+    at: u64,
     v: T,
 }
 
 pub fn encode<T: Serialize>(key: &str, value: &T, now_ms: u64, ttl_ms: u64) -> Vec<u8> {
-    let entry = Entry { k: key.to_string(), exp: now_ms.saturating_add(ttl_ms), v: value };
+    let entry = Entry { k: key.to_string(), exp: now_ms.saturating_add(ttl_ms), at: now_ms, v: value };
     serde_json::to_vec(&entry).expect("entry serialises")
 }
 
 /// The value stored in a slot, if it is `key`'s, still fresh and readable.
 pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8], now_ms: u64) -> Option<T> {
+    decode_since(key, bytes, now_ms, 0).map(|(value, _)| value)
+}
+
+/// The value of an entry for `key` still fresh at `now_ms` and stored no earlier
+/// than `not_before_ms` (a caller's `no-cache` or `max-age`), with when it was stored.
+pub fn decode_since<T: DeserializeOwned>(key: &str, bytes: &[u8], now_ms: u64, not_before_ms: u64) -> Option<(T, u64)> {
     let entry: Entry<T> = serde_json::from_slice(bytes).ok()?;
-    (entry.k == key && now_ms < entry.exp).then_some(entry.v)
+    (entry.k == key && now_ms < entry.exp && entry.at >= not_before_ms).then_some((entry.v, entry.at))
 }
 
 #[cfg(test)]
@@ -145,6 +154,16 @@ mod tests {
 
     fn url(s: &str) -> ImageUrl {
         parse_image_url(s).unwrap()
+    }
+
+    #[test]
+    fn a_caller_may_ask_for_an_entry_stored_recently_enough() {
+        let bytes = encode("k", &json!(7), 10_000, 60_000);
+        assert_eq!(decode_since::<Value>("k", &bytes, 20_000, 10_000), Some((json!(7), 10_000)));
+        assert_eq!(decode_since::<Value>("k", &bytes, 20_000, 10_001), None);
+        let older = br#"{"k":"k","exp":99999,"v":7}"#;
+        assert_eq!(decode_since::<Value>("k", older, 1, 0), Some((json!(7), 0)), "entries without a time still serve");
+        assert_eq!(decode_since::<Value>("k", older, 1, 1), None);
     }
 
     #[test]

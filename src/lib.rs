@@ -6,6 +6,7 @@ pub mod auth;
 pub mod base64;
 pub mod breaker;
 pub mod cache;
+pub mod cache_control;
 pub mod client;
 pub mod colors;
 pub mod config;

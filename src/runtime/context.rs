@@ -16,6 +16,7 @@ use super::stores::{now_ms, Cache, Counters};
 use super::upstream::{SpinClock, SpinTransport};
 use crate::auth::{Caller, ANONYMOUS};
 use crate::cache;
+use crate::cache_control::CacheControl;
 use crate::client::{self, CallError, CallLog, Clock, Open, UpstreamResponse};
 use crate::config::Config;
 use crate::contract::ApiError;
@@ -65,6 +66,12 @@ pub struct Context {
     /// Every try sent to Ximilar, and every retry.
     pub calls: CallLog,
     pub cache_outcome: CacheOutcome,
+    /// What the caller's `Cache-Control` asks of the cache.
+    pub cache_control: CacheControl,
+    /// When the answer served from the cache was stored (Unix ms), for `Age`.
+    pub cached_at: Option<u64>,
+    /// When the request arrived (Unix ms): `no-cache` wants an answer from then on.
+    started_ms: u64,
     /// Answered by another request's identical call (counted in `gateway_coalesced_total`).
     pub coalesced: bool,
     /// Who is calling, when inbound keys are configured (see [`Context::admit`]).
@@ -87,6 +94,9 @@ impl Context {
             counters,
             calls: CallLog::default(),
             cache_outcome: CacheOutcome::NotUsed,
+            cache_control: CacheControl::default(),
+            cached_at: None,
+            started_ms: now_ms(),
             coalesced: false,
             caller: None,
             budget: None,
@@ -137,14 +147,27 @@ impl Context {
         self.cache = Cache::open(ttl, &self.counters).await;
     }
 
-    /// A cached answer for `key`, counted as a hit or (when caching) a miss.
+    /// A cached answer for `key` young enough for the caller, counted as a hit,
+    /// or (when caching) a miss, or a refresh the caller asked for.
     pub async fn cached<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
         if !self.cache.enabled() {
             return None;
         }
-        let found = self.cache.get(key).await;
-        self.cache_outcome = if found.is_some() { CacheOutcome::Hit } else { CacheOutcome::Miss };
+        let found = self.cache_lookup(key).await;
+        self.cache_outcome = match (&found, self.cache_control.no_cache) {
+            (Some(_), _) => CacheOutcome::Hit,
+            (None, true) => CacheOutcome::Refresh,
+            (None, false) => CacheOutcome::Miss,
+        };
         found
+    }
+
+    /// One look in the cache, for an entry as young as the caller wants.
+    async fn cache_lookup<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        let not_before = self.cache_control.not_before(self.started_ms, now_ms());
+        let (value, at) = self.cache.get_since(key, not_before).await?;
+        self.cached_at = Some(at);
+        Some(value)
     }
 
     /// The answer to `key`, asked of Ximilar at most once across every instance
@@ -192,7 +215,7 @@ impl Context {
                 None => return Ok(Found::Lead(None)),
                 Some(1) => {
                     // A leader may have answered between our lookup and our lease.
-                    if let Some(hit) = self.cache.get(key).await {
+                    if let Some(hit) = self.cache_lookup(key).await {
                         self.cache.release_lease(&lease).await;
                         self.cache_outcome = CacheOutcome::Hit;
                         return Ok(Found::Cached(hit));
@@ -207,7 +230,7 @@ impl Context {
                     return Ok(Found::Lead(None));
                 }
                 self.clock.sleep(FOLLOW_POLL).await;
-                if let Some(answer) = self.cache.get(key).await {
+                if let Some(answer) = self.cache_lookup(key).await {
                     self.coalesced = true;
                     self.cache_outcome = CacheOutcome::Hit;
                     return Ok(Found::Cached(answer));
@@ -302,6 +325,8 @@ pub enum CacheOutcome {
     NotUsed,
     Hit,
     Miss,
+    /// The caller's `no-cache`: asked Ximilar afresh, and replaced the cached answer.
+    Refresh,
 }
 
 impl CacheOutcome {
@@ -311,6 +336,7 @@ impl CacheOutcome {
             CacheOutcome::NotUsed => None,
             CacheOutcome::Hit => Some("HIT"),
             CacheOutcome::Miss => Some("MISS"),
+            CacheOutcome::Refresh => Some("REFRESH"),
         }
     }
 
@@ -320,6 +346,7 @@ impl CacheOutcome {
             CacheOutcome::NotUsed => "none",
             CacheOutcome::Hit => "hit",
             CacheOutcome::Miss => "miss",
+            CacheOutcome::Refresh => "refresh",
         }
     }
 }

@@ -9,9 +9,10 @@ use spin_sdk::http::{FullBody, Request};
 use super::config;
 use super::context::{CacheOutcome, Context};
 use super::endpoint::{Answer, Endpoint, Guard};
-use super::stores::Counters;
+use super::stores::{now_ms, Counters};
 use super::upstream::SpinClock;
 use crate::auth::Caller;
+use crate::cache_control::CacheControl;
 use crate::client::{Clock, Outcome};
 use crate::contract::{ApiError, MAX_BODY_BYTES};
 use crate::metrics;
@@ -24,6 +25,8 @@ pub async fn serve<E: Endpoint>(request: Request) -> Response {
     let state_store = config::state_store().await;
     let counters = Counters::open(state_store.as_ref().ok().copied()).await;
     let mut ctx = Context::new(request_id(request.headers()), SpinClock::new(), counters);
+    let cache_control = request.headers().get(http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok());
+    ctx.cache_control = CacheControl::parse(cache_control);
     if E::COUNTED_IN_FLIGHT {
         ctx.counters.add(&metrics::in_progress_key(E::NAME, method), 1);
         ctx.counters.flush_in_background().await;
@@ -49,7 +52,10 @@ pub async fn serve<E: Endpoint>(request: Request) -> Response {
     ctx.counters.flush().await;
     log_line(E::NAME, method, status, answer.as_ref().err().map(|e| e.code), &ctx).await;
     let timing = timing(&ctx);
-    respond(answer, ctx.cache_outcome, &ctx.request_id, &timing)
+    // How old a cached answer is, in whole seconds (RFC 9111's `Age`).
+    let age =
+        ctx.cached_at.filter(|_| ctx.cache_outcome == CacheOutcome::Hit).map(|at| now_ms().saturating_sub(at) / 1000);
+    respond(answer, ctx.cache_outcome, age, &ctx.request_id, &timing)
 }
 
 /// Where the request's time went, for `Server-Timing`.
@@ -136,7 +142,7 @@ fn record<E: Endpoint>(ctx: &mut Context, method: &str, status: u16) {
     }
     match ctx.cache_outcome {
         CacheOutcome::Hit => counters.add(&metrics::cache_key(E::NAME, true), 1),
-        CacheOutcome::Miss => counters.add(&metrics::cache_key(E::NAME, false), 1),
+        CacheOutcome::Miss | CacheOutcome::Refresh => counters.add(&metrics::cache_key(E::NAME, false), 1),
         CacheOutcome::NotUsed => {}
     }
     if E::COUNTED_IN_FLIGHT {
@@ -144,7 +150,13 @@ fn record<E: Endpoint>(ctx: &mut Context, method: &str, status: u16) {
     }
 }
 
-fn respond(answer: Result<Answer, ApiError>, cache: CacheOutcome, request_id: &str, timing: &Timing) -> Response {
+fn respond(
+    answer: Result<Answer, ApiError>,
+    cache: CacheOutcome,
+    age: Option<u64>,
+    request_id: &str,
+    timing: &Timing,
+) -> Response {
     let mut builder =
         http::Response::builder().header("x-request-id", request_id).header("server-timing", timing.header());
     let body = match answer {
@@ -152,6 +164,9 @@ fn respond(answer: Result<Answer, ApiError>, cache: CacheOutcome, request_id: &s
             builder = builder.status(answer.status).header("content-type", answer.content_type);
             if let Some(value) = cache.header() {
                 builder = builder.header("x-cache", value);
+            }
+            if let Some(seconds) = age {
+                builder = builder.header("age", seconds);
             }
             answer.body
         }

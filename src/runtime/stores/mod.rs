@@ -222,13 +222,20 @@ impl Cache {
 
     /// The fresh entry stored under `key`, if its slot holds one.
     pub async fn get<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        self.get_since(key, 0).await.map(|(value, _)| value)
+    }
+
+    /// The fresh entry stored under `key` no earlier than `not_before_ms`, with
+    /// when it was stored.
+    pub async fn get_since<T: DeserializeOwned>(&mut self, key: &str, not_before_ms: u64) -> Option<(T, u64)> {
         let slot = cache::slot(key);
         let result = match &self.store {
             CacheStore::Off => return None,
             CacheStore::KeyValue(kv) => kv.get(&slot).await,
             CacheStore::Sqlite(db) => db.cache_get(&slot).await,
         };
-        tally(&mut self.errors, result).flatten().and_then(|bytes| cache::decode(key, &bytes, now_ms()))
+        let bytes = tally(&mut self.errors, result).flatten()?;
+        cache::decode_since(key, &bytes, now_ms(), not_before_ms)
     }
 
     /// Stores `value` under `key` for the TTL, replacing whatever held its slot.

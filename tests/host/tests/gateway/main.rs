@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod cache;
+mod cache_control;
 mod coalescing;
 mod concurrency;
 mod contract;
