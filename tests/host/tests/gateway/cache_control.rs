@@ -4,7 +4,6 @@
 //! what happened; other directives are ignored.
 
 use crate::common::*;
-use serde_json::json;
 use std::time::Duration;
 
 const BODY: &str = r#"{"url": "https://shop.example/cache-control.jpg"}"#;
