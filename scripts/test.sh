@@ -6,12 +6,13 @@
 #      test host's self-tests, and the end-to-end tests of the built components
 #      (state in the test host's model of Spin's key-value store, then in its
 #      model of Spin's SQLite database, then in plain maps);
-#   2. promtool on a real /metrics scrape from those end-to-end tests;
+#   2. promtool on a real /metrics scrape from those end-to-end tests, then every
+#      query of the Grafana dashboard on a real Prometheus scraping the gateway;
 #   3. the deployment checks (compose, Dockerfile, runtime config, alert rules);
 #   4. schemathesis against openapi.yaml and the gateway on the test host;
 #   5. a quick smoke run of the benchmark harness;
 #   6. the leak sweep over every answer recorded by 1 and 4.
-# Tools from outside Rust (promtool, PyYAML, schemathesis, wrk) are installed by
+# Tools from outside Rust (promtool and prometheus, PyYAML, schemathesis, wrk) are installed by
 # .ci/run; locally a missing one skips its step with a notice, except in CI
 # (CI=true), where it fails.
 set -euo pipefail
@@ -86,6 +87,13 @@ if have promtool; then
     run promtool check metrics < target/metrics-sample.txt
 else
     missing promtool promtool
+fi
+
+step "Grafana dashboard: every panel's query on a real Prometheus scraping the gateway"
+if have prometheus; then
+    run python3 tests/dashboard/check_panels.py
+else
+    missing prometheus dashboard
 fi
 
 step "deployment checks"

@@ -1063,6 +1063,118 @@ def _promtool_tests():
     promtool("test", "rules", "deploy/prometheus/alerts.test.yml")
 
 
+@check("promtool check config deploy/prometheus/prometheus.compose.yml")
+def _promtool_compose_config():
+    promtool("check", "config", "deploy/prometheus/prometheus.compose.yml")
+
+
+# ----------------------------------------------------------------------------- monitoring profile
+
+MONITORING = {"prometheus": "prom/prometheus:", "grafana": "grafana/grafana:", "jaeger": "jaegertracing/all-in-one:"}
+DASHBOARD_JSON = "deploy/grafana/dashboards/ximilar-gw.json"
+
+
+def monitoring_services(env: dict[str, str] | None = None) -> dict[str, dict]:
+    services = compose(env)["services"]
+    for name in MONITORING:
+        expect(name in services, f"docker-compose.yml has no service {name!r} (profile monitoring)")
+    return {name: services[name] for name in MONITORING}
+
+
+def bind_mounts(svc: dict) -> dict[str, tuple[str, bool]]:
+    """target -> (repository path, read-only) of each ./ bind mount."""
+    out = {}
+    for entry in svc.get("volumes", []):
+        if isinstance(entry, dict):
+            source, target, ro = str(entry.get("source", "")), str(entry.get("target", "")), bool(entry.get("read_only"))
+        else:
+            parts = str(entry).split(":")
+            source, target, ro = parts[0], parts[1] if len(parts) > 1 else "", "ro" in parts[2:]
+        if source.startswith("./"):
+            out[target.rstrip("/")] = (source[2:].rstrip("/"), ro)
+    return out
+
+
+@check("compose: profile 'monitoring' (Prometheus, Grafana, Jaeger) is off by default, pinned, private, read-only config")
+def _compose_monitoring():
+    services = monitoring_services()
+    expect(not (gateway().get("profiles")), "the gateway itself must not be behind a profile")
+    depends = gateway().get("depends_on") or {}
+    for name, svc in services.items():
+        expect(svc.get("profiles") == ["monitoring"], f"service {name!r} must have exactly the profile 'monitoring', has {svc.get('profiles')!r}")
+        image = str(svc.get("image", ""))
+        expect(image.startswith(MONITORING[name]), f"service {name!r} runs {image!r}, want {MONITORING[name]}<version>")
+        tag = image.rsplit(":", 1)[-1]
+        expect(re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"service {name!r}: image {image!r} is not pinned to a version")
+        expect(name not in depends, f"the gateway depends on {name!r}: the default setup would need the profile")
+        for ip, _, _ in published_ports(svc):
+            expect(ip not in ("", "0.0.0.0", "::"), f"service {name!r} publishes a port on every interface")
+        for target, (source, ro) in bind_mounts(svc).items():
+            expect(ro, f"service {name!r} mounts ./{source} writable at {target}")
+            expect((ROOT / source).exists(), f"service {name!r} mounts ./{source}, which is missing")
+    for ip, _, _ in [p for svc in monitoring_services({"XGW_BIND": "127.0.0.1"}).values() for p in published_ports(svc)]:
+        expect(ip == "127.0.0.1", "XGW_BIND does not move the monitoring ports")
+    # No other service is left on when the profile is off: only the gateway has no profile.
+    unprofiled = [n for n, s in compose()["services"].items() if not s.get("profiles")]
+    expect(unprofiled == [SERVICE], f"services started by a plain `docker compose up`: {unprofiled}")
+
+
+@check("compose: the monitoring Prometheus loads the alert rules and scrapes the gateway's service")
+def _compose_monitoring_prometheus():
+    svc = monitoring_services()["prometheus"]
+    mounts = bind_mounts(svc)
+    config = option_value([str(a) for a in svc.get("command", [])], "--config.file")
+    expect(config, "the prometheus service sets no --config.file")
+    directory, name = config.rsplit("/", 1)
+    expect(directory in mounts, f"{config} is not in a mounted directory ({sorted(mounts)})")
+    rel = f"{mounts[directory][0]}/{name}"
+    doc = load_yaml(rel)
+    expect("alerts.yml" in doc.get("rule_files", []), f"{rel} does not load alerts.yml")
+    jobs = {j.get("job_name"): j for j in doc.get("scrape_configs", [])}
+    expect(SERVICE in jobs, f"{rel} has no job {SERVICE!r} (the alerts and the dashboard select it)")
+    targets = [t for sc in jobs[SERVICE].get("static_configs", []) for t in sc.get("targets", [])]
+    expect(targets == [f"{SERVICE}:8001"], f"{rel}: job {SERVICE} scrapes {targets}, want the compose service {SERVICE}:8001")
+
+
+@check("grafana: provisioning loads the dashboard, whose queries select only series the gateway exposes")
+def _grafana():
+    svc = monitoring_services()["grafana"]
+    mounts = bind_mounts(svc)
+    expect(mounts.get("/etc/grafana/provisioning", ("",))[0] == "deploy/grafana/provisioning",
+           "deploy/grafana/provisioning is not mounted at /etc/grafana/provisioning")
+    datasources = [d for f in sorted((ROOT / "deploy/grafana/provisioning/datasources").glob("*.yml"))
+                   for d in load_yaml(str(f.relative_to(ROOT))).get("datasources", [])]
+    prometheus = [d for d in datasources if d.get("type") == "prometheus"]
+    expect(len(prometheus) == 1 and prometheus[0].get("url") == "http://prometheus:9090",
+           f"want one Prometheus datasource at http://prometheus:9090, have {prometheus}")
+    uid = prometheus[0].get("uid")
+    providers = [p for f in sorted((ROOT / "deploy/grafana/provisioning/dashboards").glob("*.yml"))
+                 for p in load_yaml(str(f.relative_to(ROOT))).get("providers", [])]
+    paths = {str(p.get("options", {}).get("path", "")).rstrip("/") for p in providers}
+    dashboards_dir = [t for t, (s, _) in mounts.items() if s == str(PurePosixPath(DASHBOARD_JSON).parent)]
+    expect(dashboards_dir and dashboards_dir[0] in paths, f"no dashboard provider reads the mounted dashboards ({paths})")
+    try:
+        dashboard = json.loads(read(DASHBOARD_JSON))
+    except json.JSONDecodeError as e:
+        raise Failure(f"{DASHBOARD_JSON} is not valid JSON: {e}")
+    known = exposed_metric_names()
+    exprs = 0
+    for panel in [p for top in dashboard.get("panels", []) for p in [top, *top.get("panels", [])]]:
+        if panel.get("type") == "row":
+            continue
+        where = f"panel {panel.get('title')!r}"
+        expect((panel.get("datasource") or {}).get("uid") == uid, f"{where} does not use the datasource uid {uid!r}")
+        for target in panel.get("targets", []):
+            expr = str(target.get("expr") or "")
+            expect(expr.strip(), f"{where}: a target without an expression")
+            exprs += 1
+            unknown = set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{", expr)) - known
+            expect(not unknown, f"{where} selects series the gateway does not expose: {sorted(unknown)}")
+            if re.search(r"\b[a-z_]+\{", expr):
+                expect('job="ximilar-gw"' in expr, f"{where}: a query not limited to job=\"ximilar-gw\": {expr}")
+    expect(exprs, f"{DASHBOARD_JSON} has no queries")
+
+
 # ----------------------------------------------------------------------------- Kubernetes
 
 
