@@ -3,7 +3,6 @@
 //! natively; `runtime` (feature `spin`) is the thin layer that binds them to Spin.
 
 pub mod auth;
-pub mod base64;
 pub mod breaker;
 pub mod cache;
 pub mod cache_control;

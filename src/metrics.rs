@@ -225,7 +225,7 @@ pub fn retry_key(endpoint: &str, reason: &str) -> String {
     series(XIMILAR_RETRIES, &[("endpoint", endpoint), ("reason", reason)])
 }
 
-pub fn cache_key(handler: &str, hit: bool) -> String {
+pub fn cache_outcome_key(handler: &str, hit: bool) -> String {
     series(if hit { CACHE_HITS } else { CACHE_MISSES }, &[("handler", handler)])
 }
 
@@ -457,7 +457,7 @@ mod tests {
             (in_progress_key("detect", "POST"), 1),
             (in_progress_key("detect", "POST"), -1),
             (retry_key("detect_tags", "429"), 2),
-            (cache_key("tag", true), 3),
+            (cache_outcome_key("tag", true), 3),
             (reachable_key(), 1),
         ]));
         assert!(text.contains("http_requests_in_progress{handler=\"detect\",method=\"POST\"} 0\n"));

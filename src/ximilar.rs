@@ -5,10 +5,10 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::base64;
 use crate::config::{Config, TagMode};
 use crate::upstream_error::UpstreamError;
 pub use crate::upstream_request::{Endpoint, UpstreamRequest};
+use base64::Engine as _;
 
 fn post(config: &Config, endpoint: Endpoint, path: &str, request_id: &str, body: Value) -> UpstreamRequest {
     UpstreamRequest {
@@ -66,7 +66,7 @@ pub fn visual_knn(
 ) -> UpstreamRequest {
     let record = match query {
         QueryImage::Url(url) => json!({ "_url": url }),
-        QueryImage::Inline(bytes) => json!({ "_base64": base64::encode(bytes) }),
+        QueryImage::Inline(bytes) => json!({ "_base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
     };
     let mut body = json!({
         "query_record": record,

@@ -141,8 +141,8 @@ fn record<E: Endpoint>(ctx: &mut Context, method: &str, status: u16) {
         counters.add_all(metrics::image_increments(step.outcome, step.fetch, step.bytes, step.crop));
     }
     match ctx.cache_outcome {
-        CacheOutcome::Hit => counters.add(&metrics::cache_key(E::NAME, true), 1),
-        CacheOutcome::Miss | CacheOutcome::Refresh => counters.add(&metrics::cache_key(E::NAME, false), 1),
+        CacheOutcome::Hit => counters.add(&metrics::cache_outcome_key(E::NAME, true), 1),
+        CacheOutcome::Miss | CacheOutcome::Refresh => counters.add(&metrics::cache_outcome_key(E::NAME, false), 1),
         CacheOutcome::NotUsed => {}
     }
     if E::COUNTED_IN_FLIGHT {

@@ -1,12 +1,12 @@
 //! The transport and clock the pure client runs on under Spin: outbound
 //! `wasi:http` (p3) with request-option timeouts, and `wasi:clocks` sleeps.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::pin;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::Either;
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{FromResponse, FullBody, IntoRequest, Response};
 use spin_sdk::wasip3::clocks::monotonic_clock;
@@ -120,18 +120,11 @@ fn classify(code: ErrorCode) -> TransportError {
 
 /// Resolves to `None` when `budget` passes first (the other future is dropped, cancelling it).
 pub async fn with_timeout<F: Future>(budget: Duration, future: F) -> Option<F::Output> {
-    let mut future = pin!(future);
-    let mut timer = pin!(monotonic_clock::wait_for(nanos(budget)));
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = future.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
+    let timer = monotonic_clock::wait_for(nanos(budget));
+    match futures::future::select(pin!(future), pin!(timer)).await {
+        Either::Left((out, _)) => Some(out),
+        Either::Right(_) => None,
+    }
 }
 
 fn nanos(d: Duration) -> u64 {
