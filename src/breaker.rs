@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use crate::client::Outcome;
+use crate::retry_loop::Outcome;
 
 pub const FAILURES_KEY: &str = "breaker:failures";
 pub const STATE_KEY: &str = "breaker:state";

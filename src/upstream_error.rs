@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::client::CallError;
 use crate::contract::ApiError;
 use crate::retry::RetryReason;
+use crate::retry_loop::CallError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamError {

@@ -1,11 +1,11 @@
 //! What one request to Ximilar is, before any transport sends it: which call
 //! (the `endpoint` label of the upstream metrics) and its HTTP parts. A leaf:
-//! the retry loop (`client`), the request builders (`ximilar`) and the runtime's
+//! the retry loop (`retry_loop`), the request builders (`ximilar`) and the runtime's
 //! transport all depend on it, and it on nothing of theirs.
 
 /// Which Ximilar call; also the `endpoint` label of the upstream metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum XimilarCall {
     DetectTags,
     Tags,
     Classify,
@@ -13,20 +13,20 @@ pub enum Endpoint {
     Account,
 }
 
-impl Endpoint {
+impl XimilarCall {
     pub fn label(self) -> &'static str {
         match self {
-            Endpoint::DetectTags => "detect_tags",
-            Endpoint::Tags => "tags",
-            Endpoint::Classify => "classify",
-            Endpoint::VisualKnn => "visual_knn",
-            Endpoint::Account => "account",
+            XimilarCall::DetectTags => "detect_tags",
+            XimilarCall::Tags => "tags",
+            XimilarCall::Classify => "classify",
+            XimilarCall::VisualKnn => "visual_knn",
+            XimilarCall::Account => "account",
         }
     }
 
     /// Whether Ximilar charges credits for it (every call that sends an image).
     pub fn is_billed(self) -> bool {
-        self != Endpoint::Account
+        self != XimilarCall::Account
     }
 }
 
@@ -34,7 +34,7 @@ impl Endpoint {
 /// value is never logged or echoed.
 #[derive(Clone, PartialEq)]
 pub struct UpstreamRequest {
-    pub endpoint: Endpoint,
+    pub endpoint: XimilarCall,
     pub method: &'static str,
     pub url: String,
     pub headers: Vec<(&'static str, String)>,

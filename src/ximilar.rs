@@ -1,16 +1,16 @@
 //! The Ximilar API as this gateway uses it (docs/ximilar-api.md): request
 //! builders for each endpoint and the checks every answer goes through.
-//! The HTTP send itself is a [`crate::client::Transport`]; what a failed check
+//! The HTTP send itself is a [`crate::retry_loop::Transport`]; what a failed check
 //! means for our caller is [`UpstreamError`]'s business.
 
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, TagMode};
 use crate::upstream_error::UpstreamError;
-pub use crate::upstream_request::{Endpoint, UpstreamRequest};
+pub use crate::upstream_request::{UpstreamRequest, XimilarCall};
 use base64::Engine as _;
 
-fn post(config: &Config, endpoint: Endpoint, path: &str, request_id: &str, body: Value) -> UpstreamRequest {
+fn post(config: &Config, endpoint: XimilarCall, path: &str, request_id: &str, body: Value) -> UpstreamRequest {
     UpstreamRequest {
         endpoint,
         method: "POST",
@@ -27,18 +27,28 @@ fn post(config: &Config, endpoint: Endpoint, path: &str, request_id: &str, body:
 
 /// Detect every garment and tag it, in one credit-bearing call.
 pub fn detect_tags(config: &Config, request_id: &str, image_url: &str) -> UpstreamRequest {
-    post(config, Endpoint::DetectTags, &config.detect_path, request_id, json!({ "records": [{ "_url": image_url }] }))
+    post(
+        config,
+        XimilarCall::DetectTags,
+        &config.detect_path,
+        request_id,
+        json!({ "records": [{ "_url": image_url }] }),
+    )
 }
 
 /// Tag one product image, by the configured mode.
 pub fn tag(config: &Config, request_id: &str, image_url: &str) -> UpstreamRequest {
     match &config.tag_mode {
-        TagMode::Fashion => {
-            post(config, Endpoint::Tags, &config.tags_path, request_id, json!({ "records": [{ "_url": image_url }] }))
-        }
+        TagMode::Fashion => post(
+            config,
+            XimilarCall::Tags,
+            &config.tags_path,
+            request_id,
+            json!({ "records": [{ "_url": image_url }] }),
+        ),
         TagMode::Classify { task_id } => post(
             config,
-            Endpoint::Classify,
+            XimilarCall::Classify,
             &config.classify_path,
             request_id,
             json!({ "task_id": task_id, "records": [{ "_url": image_url }] }),
@@ -76,7 +86,7 @@ pub fn visual_knn(
     if let (Some(field), Some(category)) = (&config.search_filter_field, category) {
         body["filter"] = json!({ field: category });
     }
-    let mut req = post(config, Endpoint::VisualKnn, &config.search_path, request_id, body);
+    let mut req = post(config, XimilarCall::VisualKnn, &config.search_path, request_id, body);
     req.headers.push(("collection-id", config.collection_id.clone()));
     req
 }
@@ -84,7 +94,7 @@ pub fn visual_knn(
 /// Authenticated and free of credits: the health probe.
 pub fn account_details(config: &Config, request_id: &str) -> UpstreamRequest {
     UpstreamRequest {
-        endpoint: Endpoint::Account,
+        endpoint: XimilarCall::Account,
         method: "GET",
         url: format!("{}{}", config.api_url, config.health_path),
         headers: vec![

@@ -6,10 +6,10 @@
 
 use super::stores::{now_ms, Counters};
 use crate::breaker::{self, BreakerPolicy, State, Stored, FAILURES_KEY, STATE_KEY};
-use crate::client::Attempt;
 use crate::contract::ApiError;
 use crate::metrics;
-use crate::upstream_request::Endpoint;
+use crate::retry_loop::Attempt;
+use crate::upstream_request::XimilarCall;
 
 /// What the breaker saw when it let a call through.
 pub struct Pass {
@@ -25,7 +25,7 @@ pub async fn state(counters: &mut Counters) -> State {
 }
 
 /// Lets a call through, or refuses it at once with 503 and the time left.
-pub async fn admit(counters: &mut Counters, policy: &BreakerPolicy, endpoint: Endpoint) -> Result<Pass, ApiError> {
+pub async fn admit(counters: &mut Counters, policy: &BreakerPolicy, endpoint: XimilarCall) -> Result<Pass, ApiError> {
     let stored = Stored::decode(counters.get_raw(STATE_KEY).await.as_deref());
     let failures = counters.get_number(FAILURES_KEY).await.unwrap_or(0);
     let now = now_ms();
@@ -48,14 +48,14 @@ pub async fn admit(counters: &mut Counters, policy: &BreakerPolicy, endpoint: En
 /// Refuses at once while the breaker is open, before a request spends
 /// anything else (crop mode's download) on a call that would be refused.
 /// Half-open lets it on: the call itself may be the probe.
-pub async fn refuse_if_open(counters: &mut Counters, endpoint: Endpoint) -> Result<(), ApiError> {
+pub async fn refuse_if_open(counters: &mut Counters, endpoint: XimilarCall) -> Result<(), ApiError> {
     match state(counters).await {
         open @ State::Open { .. } => Err(refuse(counters, open, endpoint)),
         _ => Ok(()),
     }
 }
 
-fn refuse(counters: &mut Counters, state: State, endpoint: Endpoint) -> ApiError {
+fn refuse(counters: &mut Counters, state: State, endpoint: XimilarCall) -> ApiError {
     counters.add(&metrics::breaker_rejections_key(endpoint.label()), 1);
     ApiError::new(
         503,
@@ -67,7 +67,7 @@ fn refuse(counters: &mut Counters, state: State, endpoint: Endpoint) -> ApiError
 
 /// Moves the breaker by the tries of one call: any answer that is not a failure
 /// closes it and restarts the count; failures add up and open it.
-pub async fn settle(counters: &mut Counters, policy: &BreakerPolicy, pass: Pass, tries: &[(Endpoint, Attempt)]) {
+pub async fn settle(counters: &mut Counters, policy: &BreakerPolicy, pass: Pass, tries: &[(XimilarCall, Attempt)]) {
     let failed = tries.iter().rev().take_while(|(_, a)| breaker::is_failure(a.outcome)).count() as i64;
     let answered = failed < tries.len() as i64;
     if answered {

@@ -8,8 +8,8 @@
 
 use super::stores::Counters;
 use crate::auth::{self, Caller};
-use crate::client::{Outcome, TryGate};
 use crate::contract::ApiError;
+use crate::retry_loop::{Outcome, TryGate};
 
 pub struct Budget {
     key: String,

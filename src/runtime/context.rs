@@ -17,10 +17,10 @@ use super::upstream::{SpinClock, SpinTransport};
 use crate::auth::{Caller, ANONYMOUS};
 use crate::cache;
 use crate::cache_control::CacheControl;
-use crate::client::{self, CallError, CallLog, Clock, Open, UpstreamResponse};
 use crate::config::Config;
 use crate::contract::ApiError;
 use crate::retry::RetryPolicy;
+use crate::retry_loop::{self, CallError, CallLog, Clock, Open, UpstreamResponse};
 use crate::upstream_error::UpstreamError;
 use crate::upstream_request::UpstreamRequest;
 use crate::ximilar;
@@ -281,9 +281,16 @@ impl Context {
         // A caller's budget pays for every try that may be billed; cache hits and
         // waiting on another's identical call cost nothing.
         let mut budget = BudgetGate { budget: self.budget.as_mut(), counters: &mut self.counters, refusal: None };
-        let result =
-            client::call(&SpinTransport, &self.clock, &config.retry, deadline, request, &mut budget, &mut self.calls)
-                .await;
+        let result = retry_loop::call(
+            &SpinTransport,
+            &self.clock,
+            &config.retry,
+            deadline,
+            request,
+            &mut budget,
+            &mut self.calls,
+        )
+        .await;
         let refusal = budget.refusal.take();
         let tries = &self.calls.attempts[first_try..];
         if let Some(pass) = breaker_pass {
@@ -305,7 +312,8 @@ impl Context {
         let policy = RetryPolicy { max_retries: 0, attempt_timeout: timeout, ..retry.clone() };
         let deadline = self.clock.now() + timeout;
         let response =
-            client::call(&SpinTransport, &self.clock, &policy, deadline, request, &mut Open, &mut self.calls).await?;
+            retry_loop::call(&SpinTransport, &self.clock, &policy, deadline, request, &mut Open, &mut self.calls)
+                .await?;
         envelope(&response)
     }
 }

@@ -8,12 +8,12 @@ use std::time::Duration;
 use super::breaker;
 use super::context::{Context, ImageStep};
 use super::image_fetch::{self, FetchError};
-use crate::client::Clock;
 use crate::config::SearchCrop;
 use crate::contract::ApiError;
 use crate::crop::{self, CropError};
+use crate::retry_loop::Clock;
+use crate::upstream_request::XimilarCall;
 use crate::urls::{Crop, ImageUrl};
-use crate::ximilar;
 
 /// Refuses a photo whose host is not an allowed image host, before anything is fetched.
 pub fn refuse_unless_allowed(ctx: &mut Context, settings: &SearchCrop, url: &ImageUrl) -> Result<(), ApiError> {
@@ -30,7 +30,7 @@ pub fn refuse_unless_allowed(ctx: &mut Context, settings: &SearchCrop, url: &Ima
 /// Nothing is fetched while the breaker is open, and a decode starts only if
 /// even a slow one ends before the deadline.
 pub async fn jpeg(ctx: &mut Context, settings: &SearchCrop, source: &ImageUrl, b: Crop) -> Result<Vec<u8>, ApiError> {
-    breaker::refuse_if_open(&mut ctx.counters, ximilar::Endpoint::VisualKnn).await?;
+    breaker::refuse_if_open(&mut ctx.counters, XimilarCall::VisualKnn).await?;
     let config = ctx.config().await?;
     let started = ctx.clock.now();
     let budget = ctx.remaining().min(config.retry.attempt_timeout);

@@ -13,9 +13,9 @@ use super::stores::{now_ms, Counters};
 use super::upstream::SpinClock;
 use crate::auth::Caller;
 use crate::cache_control::CacheControl;
-use crate::client::{Clock, Outcome};
 use crate::contract::{ApiError, MAX_BODY_BYTES};
 use crate::metrics;
+use crate::retry_loop::{Clock, Outcome};
 use crate::server_timing::Timing;
 
 pub type Response = http::Response<FullBody<Bytes>>;

@@ -15,8 +15,8 @@ use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 
 use super::wire::yield_to_body_writer;
-use crate::client::{Clock, Transport, TransportError, UpstreamResponse};
 use crate::retry::parse_retry_after;
+use crate::retry_loop::{Clock, Transport, TransportError, UpstreamResponse};
 use crate::upstream_request::UpstreamRequest;
 
 pub struct SpinClock {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::retry::{RetryPolicy, RetryReason};
-use crate::upstream_request::{Endpoint, UpstreamRequest};
+use crate::upstream_request::{UpstreamRequest, XimilarCall};
 
 /// What came back from one try.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,8 +103,8 @@ pub struct Attempt {
 /// Everything the calls of one gateway request did upstream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallLog {
-    pub attempts: Vec<(Endpoint, Attempt)>,
-    pub retries: Vec<(Endpoint, RetryReason)>,
+    pub attempts: Vec<(XimilarCall, Attempt)>,
+    pub retries: Vec<(XimilarCall, RetryReason)>,
 }
 
 /// Why a call produced no usable HTTP response.
@@ -268,7 +268,7 @@ mod tests {
 
     fn request() -> UpstreamRequest {
         UpstreamRequest {
-            endpoint: Endpoint::DetectTags,
+            endpoint: XimilarCall::DetectTags,
             method: "POST",
             url: "http://x/".into(),
             headers: vec![],
