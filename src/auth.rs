@@ -111,6 +111,10 @@ impl Callers {
         self.0.is_empty()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Caller> {
+        self.0.iter()
+    }
+
     /// The caller an `Authorization` header names, if it carries a configured key.
     pub fn authenticate(&self, authorization: Option<&str>) -> Option<&Caller> {
         let presented = authorization?.strip_prefix("Bearer ").or_else(|| authorization?.strip_prefix("bearer "))?;

@@ -31,6 +31,8 @@ pub const XIMILAR_REACHABLE: &str = "ximilar_reachable";
 pub const XIMILAR_CREDITS_USED: &str = "ximilar_credits_used";
 pub const XIMILAR_CREDITS_LIMIT: &str = "ximilar_credits_limit";
 pub const XIMILAR_BILLED_RECORDS: &str = "ximilar_billed_records_total";
+pub const CALLER_BUDGET: &str = "gateway_caller_budget";
+pub const CALLER_BUDGET_SPENT: &str = "gateway_caller_budget_spent";
 pub const XIMILAR_BREAKER_OPEN: &str = "ximilar_breaker_open";
 pub const XIMILAR_BREAKER_REJECTIONS: &str = "ximilar_breaker_rejections_total";
 pub const CACHE_HITS: &str = "gateway_cache_hits_total";
@@ -107,6 +109,12 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         XIMILAR_BILLED_RECORDS,
         Kind::Counter,
         "Image records this gateway sent in calls Ximilar answered with success, by endpoint (what it billed).",
+    ),
+    (CALLER_BUDGET, Kind::Gauge, "A caller's daily budget of billed Ximilar calls, as configured, by caller."),
+    (
+        CALLER_BUDGET_SPENT,
+        Kind::Gauge,
+        "Units of a caller's budget reserved so far this UTC day (tries that may be billed), by caller.",
     ),
     (
         XIMILAR_BREAKER_OPEN,
@@ -243,6 +251,16 @@ pub fn credits_used_key() -> String {
 
 pub fn credits_limit_key() -> String {
     XIMILAR_CREDITS_LIMIT.to_string()
+}
+
+/// A caller's configured daily budget (written by `/metrics` from the configuration).
+pub fn caller_budget_key(caller: &str) -> String {
+    format!("{CALLER_BUDGET}{{caller=\"{caller}\"}}")
+}
+
+/// What a caller has reserved of today's budget.
+pub fn caller_budget_spent_key(caller: &str) -> String {
+    format!("{CALLER_BUDGET_SPENT}{{caller=\"{caller}\"}}")
 }
 
 pub fn breaker_open_key() -> String {

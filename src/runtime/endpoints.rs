@@ -2,9 +2,12 @@
 //! the body: validate, look in the cache, ask Ximilar, map, remember.
 
 use super::breaker;
+use super::config;
 use super::context::Context;
 use super::endpoint::{Answer, Endpoint, Guard};
 use super::garment;
+use super::stores::now_ms;
+use crate::auth;
 use crate::breaker::State;
 use crate::cache;
 use crate::config::{Config, TagMode};
@@ -152,17 +155,39 @@ impl Endpoint for Metrics {
     const GUARD: Guard = Guard::WhenMetricsProtected;
 
     async fn answer(ctx: &mut Context) -> Result<Answer, ApiError> {
-        let entries = ctx
+        let mut entries = ctx
             .counters
             .read_all()
             .await
             .map_err(|_| ApiError::new(503, "metrics_unavailable", "the metrics store is not available"))?;
+        entries.extend(budgets(&entries).await);
         Ok(Answer {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: metrics::render(&entries).into_bytes(),
         })
     }
+}
+
+/// Each budgeted caller's daily budget and what it has reserved of today's, for
+/// dashboards: the budgets come from the configuration, the spending from the
+/// day's reservation counters among `stored`.
+async fn budgets(stored: &[(String, i64)]) -> Vec<(String, i64)> {
+    let Ok(inbound) = config::inbound().await else { return Vec::new() };
+    let today = now_ms();
+    inbound
+        .callers
+        .iter()
+        .filter_map(|caller| Some((caller.name.as_str(), caller.budget?)))
+        .flat_map(|(name, budget)| {
+            let key = auth::budget_key(name, today);
+            let spent = stored.iter().find(|(k, _)| *k == key).map_or(0, |(_, v)| *v);
+            [
+                (metrics::caller_budget_key(name), budget.min(i64::MAX as u64) as i64),
+                (metrics::caller_budget_spent_key(name), spent),
+            ]
+        })
+        .collect()
 }
 
 /// Every garment of a photo with its tags: from the cache, or from one

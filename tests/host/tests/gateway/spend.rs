@@ -145,3 +145,22 @@ async fn a_malformed_key_list_is_a_config_error_never_no_keys() {
         assert_eq!(gw.upstream_total(), 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_show_each_budget_and_what_is_spent_of_it_today() {
+    let keys = format!("orch:{ORCH_KEY}:5,unlimited:key-SECRET-batch-77aa");
+    let gw = gateway(&[("inbound_keys", &keys)]).await;
+    for name in ["a", "b"] {
+        assert_eq!(post_as(&gw, ORCH_KEY, "/detect", &detect(name)).await.status, 200);
+    }
+    assert_eq!(post_as(&gw, ORCH_KEY, "/detect", &detect("a")).await.header("x-cache"), Some("HIT"));
+    let text = gw.get("/metrics").await.text();
+    assert!(text.contains("# TYPE gateway_caller_budget gauge"), "{text}");
+    assert!(text.contains("\ngateway_caller_budget{caller=\"orch\"} 5\n"), "{text}");
+    assert!(text.contains("\ngateway_caller_budget_spent{caller=\"orch\"} 2\n"), "a hit spends nothing: {text}");
+    assert!(!text.contains("gateway_caller_budget{caller=\"unlimited\"}"), "no budget, no budget series: {text}");
+    // A new UTC day starts from nothing.
+    gw.app.advance_wall_clock(Duration::from_secs(86_400));
+    let text = gw.get("/metrics").await.text();
+    assert!(text.contains("\ngateway_caller_budget_spent{caller=\"orch\"} 0\n"), "{text}");
+}
