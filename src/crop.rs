@@ -505,6 +505,18 @@ mod tests {
     use image::imageops::{self, FilterType};
     use image::{ImageEncoder, Rgb};
 
+    /// The eight EXIF orientations.
+    const EVERY_ORIENTATION: [Orientation; 8] = [
+        Orientation::NoTransforms,
+        Orientation::Rotate90,
+        Orientation::Rotate180,
+        Orientation::Rotate270,
+        Orientation::FlipHorizontal,
+        Orientation::FlipVertical,
+        Orientation::Rotate90FlipH,
+        Orientation::Rotate270FlipH,
+    ];
+
     /// Counts the heap each thread holds, so a test can show what a crop holds at once.
     mod heap {
         use std::alloc::{GlobalAlloc, Layout, System};
@@ -615,16 +627,7 @@ mod tests {
     #[test]
     fn every_exif_orientation_crops_the_displayed_image() {
         let stored = DynamicImage::ImageRgb8(gradient(64, 48));
-        for orientation in [
-            Orientation::NoTransforms,
-            Orientation::Rotate90,
-            Orientation::Rotate180,
-            Orientation::Rotate270,
-            Orientation::FlipHorizontal,
-            Orientation::FlipVertical,
-            Orientation::Rotate90FlipH,
-            Orientation::Rotate270FlipH,
-        ] {
+        for orientation in EVERY_ORIENTATION {
             let mut shown = stored.clone();
             shown.apply_orientation(orientation);
             let (w, h) = displayed_size(orientation, 64, 48);
@@ -858,16 +861,7 @@ mod tests {
     fn exif_orientation_is_applied_to_the_scaled_crop() {
         let stored = DynamicImage::ImageRgb8(gradient(320, 240));
         let limits = CropLimits { max_side: 60, ..LIMITS };
-        for orientation in [
-            Orientation::NoTransforms,
-            Orientation::Rotate90,
-            Orientation::Rotate180,
-            Orientation::Rotate270,
-            Orientation::FlipHorizontal,
-            Orientation::FlipVertical,
-            Orientation::Rotate90FlipH,
-            Orientation::Rotate270FlipH,
-        ] {
+        for orientation in EVERY_ORIENTATION {
             // Little-endian TIFF with one IFD entry: orientation (0x0112), SHORT, 1 value.
             let mut exif = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
             exif.extend([orientation.to_exif(), 0, 0, 0, 0, 0, 0, 0]);

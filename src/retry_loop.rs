@@ -455,30 +455,16 @@ mod tests {
     fn the_gate_is_asked_before_every_try_and_told_each_outcome() {
         let clock = FakeClock::default();
         let transport = Scripted::new(&clock, vec![status(503), Err(TransportError::Connect), status(200)]);
+        let gated = |gate: &mut Allowance| {
+            let deadline = Duration::from_secs(30);
+            block_on(call(&transport, &clock, &policy(3), deadline, &request(), gate, &mut CallLog::default()))
+        };
         let mut gate = Allowance { allowed: 2, settled: vec![] };
-        let result = block_on(call(
-            &transport,
-            &clock,
-            &policy(3),
-            Duration::from_secs(30),
-            &request(),
-            &mut gate,
-            &mut CallLog::default(),
-        ));
-        assert_eq!(result.unwrap_err(), CallError::NotAdmitted);
+        assert_eq!(gated(&mut gate).unwrap_err(), CallError::NotAdmitted);
         assert_eq!(transport.tries(), 2, "the third try was never sent");
         assert_eq!(gate.settled, vec![Outcome::Status(503), Outcome::Connect]);
         let mut none = Allowance { allowed: 0, settled: vec![] };
-        let refused = block_on(call(
-            &transport,
-            &clock,
-            &policy(3),
-            Duration::from_secs(30),
-            &request(),
-            &mut none,
-            &mut CallLog::default(),
-        ));
-        assert_eq!((refused.unwrap_err(), transport.tries()), (CallError::NotAdmitted, 2));
+        assert_eq!((gated(&mut none).unwrap_err(), transport.tries()), (CallError::NotAdmitted, 2));
     }
 
     #[test]

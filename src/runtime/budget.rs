@@ -14,24 +14,24 @@ use crate::retry_loop::{Outcome, TryGate};
 pub struct Budget {
     key: String,
     limit: u64,
-    /// Units taken in the store for tries not sent yet (0 or 1).
-    held: i64,
+    /// A unit is taken in the store for a try not sent yet.
+    held: bool,
 }
 
 impl Budget {
     /// The budget of `caller` for the UTC day of `now_ms`, if it has one.
     pub fn of(caller: &Caller, now_ms: u64) -> Option<Budget> {
-        Some(Budget { key: auth::budget_key(&caller.name, now_ms), limit: caller.budget?, held: 0 })
+        Some(Budget { key: auth::budget_key(&caller.name, now_ms), limit: caller.budget?, held: false })
     }
 
     /// Makes sure one unit is held for the next try: taken now, unless it already is.
     pub async fn hold(&mut self, counters: &mut Counters) -> Result<(), ApiError> {
-        if self.held > 0 {
+        if self.held {
             return Ok(());
         }
         match counters.reserve(&self.key, self.limit).await {
             Ok(true) => {
-                self.held = 1;
+                self.held = true;
                 Ok(())
             }
             Ok(false) => Err(exhausted()),
@@ -41,7 +41,9 @@ impl Budget {
 
     /// Gives back a unit held for a try that was never sent.
     pub async fn release_held(&mut self, counters: &mut Counters) {
-        counters.release(&self.key, std::mem::take(&mut self.held)).await;
+        if std::mem::take(&mut self.held) {
+            counters.release(&self.key, 1).await;
+        }
     }
 }
 
@@ -59,7 +61,7 @@ impl TryGate for BudgetGate<'_> {
         let Some(budget) = self.budget.as_deref_mut() else { return true };
         match budget.hold(self.counters).await {
             Ok(()) => {
-                budget.held -= 1;
+                budget.held = false;
                 true
             }
             Err(refusal) => {

@@ -149,7 +149,7 @@ impl Context {
 
     /// A cached answer for `key` young enough for the caller, counted as a hit,
     /// or (when caching) a miss, or a refresh the caller asked for.
-    pub async fn cached<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+    async fn cached<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
         if !self.cache.enabled() {
             return None;
         }

@@ -3,7 +3,7 @@
 
 use super::breaker;
 use super::config;
-use super::context::Context;
+use super::context::{CacheOutcome, Context};
 use super::endpoint::{Answer, Endpoint, Guard};
 use super::garment;
 use super::stores::now_ms;
@@ -115,8 +115,11 @@ impl Endpoint for Health {
         ctx.use_cache(config.health_cache).await;
         let key = cache::health_key(config);
         let mut response = ctx.once(&key, async |ctx| Ok(probe(ctx, config).await)).await?;
-        // The probe's verdict may be reused; the breaker's state is read fresh.
-        response.breaker = Some(breaker::state(&mut ctx.counters).await.label().into());
+        // A cached verdict may be reused, but the breaker's state is read fresh
+        // (a probe made just now has read it already).
+        if ctx.cache_outcome == CacheOutcome::Hit {
+            response.breaker = Some(breaker::state(&mut ctx.counters).await.label().into());
+        }
         Ok(Answer::json(&response))
     }
 }

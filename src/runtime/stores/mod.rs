@@ -18,8 +18,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use self::key_value::Failed;
-use self::key_value::{KvCache, KvCounters};
+use self::key_value::{Failed, KvCache, KvCounters};
 use self::sqlite::Database;
 use crate::cache;
 use crate::config::StateStore;
@@ -77,10 +76,7 @@ impl Counters {
             CounterStore::KeyValue(kv) => kv.reserve(key, limit).await,
             CounterStore::Sqlite(db) => db.reserve(key, limit).await,
         };
-        if result.is_err() {
-            self.errors += 1;
-        }
-        result
+        tally(&mut self.errors, result).ok_or(Failed)
     }
 
     /// Gives back units taken with [`Counters::reserve`], at once.
