@@ -32,10 +32,12 @@ impl CacheControl {
     }
 
     /// The oldest store time (Unix ms) an answer may have to be served, for a
-    /// request that started at `started_ms`, now `now_ms`.
+    /// request that started at `started_ms`, now `now_ms`. A refresh takes only
+    /// an answer stored after it began; one stored in the very millisecond it
+    /// began may come from a call that ended before it, so that one does not count.
     pub fn not_before(&self, started_ms: u64, now_ms: u64) -> u64 {
         if self.no_cache {
-            return started_ms;
+            return started_ms + 1;
         }
         self.max_age.map_or(0, |seconds| now_ms.saturating_sub(seconds.saturating_mul(1000)))
     }
@@ -60,7 +62,7 @@ mod tests {
     fn no_cache_wants_an_answer_from_this_request_on_and_max_age_one_young_enough() {
         let now = 1_000_000;
         assert_eq!(CacheControl::default().not_before(now - 5, now), 0);
-        assert_eq!(CacheControl::parse(Some("no-cache, max-age=60")).not_before(now - 5, now), now - 5);
+        assert_eq!(CacheControl::parse(Some("no-cache, max-age=60")).not_before(now - 5, now), now - 4);
         assert_eq!(CacheControl::parse(Some("max-age=60")).not_before(now - 5, now), now - 60_000);
         assert_eq!(CacheControl::parse(Some("max-age=99999999999999")).not_before(now, now), 0);
     }
