@@ -1,13 +1,18 @@
 //! The transport and clock the pure client runs on under Spin: outbound
 //! `wasi:http` (p3) with request-option timeouts, and `wasi:clocks` sleeps.
+//!
+//! A try's budget is enforced by the host through the request options (Spin
+//! 4.0.2 applies all three: the first-byte timeout covers connecting and the
+//! answer's headers, the between-bytes timeout each gap in the body), and by
+//! the component between body chunks. Never by racing a timer: dropping a
+//! `wasi:clocks` wait that has not fired cancels a host subtask, and that
+//! cancellation parks the request on a fiber of its own until the host
+//! confirms it, a second fiber stack from Spin's pool for every call.
 
-use std::future::Future;
-use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::Either;
-use spin_sdk::http::body::IncomingBodyExt;
+use http_body_util::BodyExt;
 use spin_sdk::http::{FromResponse, FullBody, IntoRequest, Response};
 use spin_sdk::wasip3::clocks::monotonic_clock;
 use spin_sdk::wasip3::http::client;
@@ -49,12 +54,7 @@ pub struct SpinTransport;
 impl Transport for SpinTransport {
     async fn send(&self, request: &UpstreamRequest, budget: Duration) -> Result<UpstreamResponse, TransportError> {
         let outgoing = build(request, budget).map_err(|e| TransportError::Other(e.to_string()))?;
-        // The request options ask the host to give up in time; the race below
-        // holds the budget even if a host ignores them.
-        match with_timeout(budget, exchange(outgoing)).await {
-            Some(result) => result,
-            None => Err(TransportError::Timeout),
-        }
+        exchange(outgoing, Instant::now() + budget).await
     }
 }
 
@@ -73,8 +73,7 @@ fn build(request: &UpstreamRequest, budget: Duration) -> anyhow::Result<http::Re
 }
 
 /// Asks the host to give up on a request after `budget`: connect, first byte and
-/// between bytes. Hosts may refuse some options; callers race the exchange
-/// against the budget as well ([`with_timeout`]).
+/// between bytes (see the module's comment).
 pub fn timeouts(budget: Duration) -> RequestOptionsExtension {
     let options = RequestOptions::new();
     let budget = Some(nanos(budget));
@@ -84,7 +83,12 @@ pub fn timeouts(budget: Duration) -> RequestOptionsExtension {
     RequestOptionsExtension(options)
 }
 
-async fn exchange(outgoing: http::Request<FullBody<Bytes>>) -> Result<UpstreamResponse, TransportError> {
+/// Sends `outgoing` and reads the whole answer, giving up once `deadline` has
+/// passed between two chunks of its body.
+async fn exchange(
+    outgoing: http::Request<FullBody<Bytes>>,
+    deadline: Instant,
+) -> Result<UpstreamResponse, TransportError> {
     let request = outgoing.into_request().map_err(classify)?;
     // Headers and body in one segment (see `wire`).
     yield_to_body_writer().await;
@@ -93,8 +97,23 @@ async fn exchange(outgoing: http::Request<FullBody<Bytes>>) -> Result<UpstreamRe
     let status = response.status().as_u16();
     let retry_after =
         response.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-    let body = response.into_body().bytes().await.map_err(classify)?;
-    Ok(UpstreamResponse { status, retry_after, body: body.to_vec() })
+    let body = read_body(response, deadline).await?;
+    Ok(UpstreamResponse { status, retry_after, body })
+}
+
+/// The whole body, or a timeout when `deadline` passes before its end.
+async fn read_body(response: Response, deadline: Instant) -> Result<Vec<u8>, TransportError> {
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(classify)?.into_data() {
+            bytes.extend_from_slice(&data);
+        }
+        if Instant::now() >= deadline {
+            return Err(TransportError::Timeout);
+        }
+    }
+    Ok(bytes)
 }
 
 fn classify(code: ErrorCode) -> TransportError {
@@ -119,14 +138,6 @@ fn classify(code: ErrorCode) -> TransportError {
 }
 
 /// Resolves to `None` when `budget` passes first (the other future is dropped, cancelling it).
-pub async fn with_timeout<F: Future>(budget: Duration, future: F) -> Option<F::Output> {
-    let timer = monotonic_clock::wait_for(nanos(budget));
-    match futures::future::select(pin!(future), pin!(timer)).await {
-        Either::Left((out, _)) => Some(out),
-        Either::Right(_) => None,
-    }
-}
-
 fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }

@@ -33,6 +33,10 @@ pub fn engine() -> &'static Engine {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.wasm_component_model_async(true);
+        // For `perf`: name the guest's functions in /tmp/perf-<pid>.map.
+        if std::env::var_os("SPIN_TEST_HOST_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if use_pooling() {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(spin_pooling()));
         }

@@ -309,14 +309,19 @@ impl ConnectionPool {
         let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         *request.uri_mut() = path.parse().map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
 
-        let mut sender = match self.take_idle(&key).await {
-            Some(s) => s,
-            None => connect(&key, timeouts.connect).await?,
+        // As Spin does, the first-byte timeout covers connecting as well as the answer's
+        // headers: a try's headers arrive within it, whatever connecting took.
+        let exchange = async {
+            let mut sender = match self.take_idle(&key).await {
+                Some(s) => s,
+                None => connect(&key, timeouts.connect).await?,
+            };
+            let response = sender.send_request(request).await.map_err(ErrorCode::from_hyper_request_error)?;
+            Ok::<_, ErrorCode>((sender, response))
         };
-        let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
+        let (sender, response) = tokio::time::timeout(timeouts.first_byte, exchange)
             .await
-            .map_err(|_| ErrorCode::ConnectionReadTimeout)?
-            .map_err(ErrorCode::from_hyper_request_error)?;
+            .map_err(|_| ErrorCode::ConnectionReadTimeout)??;
         let pool = self.clone();
         Ok(response.map(|incoming| {
             PooledBody {

@@ -200,6 +200,13 @@ impl RunningApp {
         self.app.instances.peak.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Fiber stacks the process's pool has handed out right now (0 without the pooling
+    /// allocator): every instance keeps one, and so does every guest call suspended in an
+    /// async host function.
+    pub fn stacks_in_use() -> usize {
+        crate::engine::engine().pooling_allocator_metrics().map_or(0, |m| m.stacks())
+    }
+
     /// Instances of the app's components started so far.
     pub fn instances_started(&self) -> usize {
         self.app.instances.started.load(std::sync::atomic::Ordering::Relaxed)
