@@ -18,15 +18,13 @@ use std::collections::BTreeMap;
 
 use crate::metrics::HTTP_IN_PROGRESS;
 
-/// How many slots the records use: more than the instances Spin starts in
-/// [`QUIET_MS`] at full load (one per 128 requests), so a slot's previous owner
-/// is always gone when the sequence comes round to it again.
-pub const RING: i64 = 4096;
-
-/// The shared sequence that hands out slots (an atomic counter).
-pub const SEQUENCE_KEY: &str = "tally-sequence";
+/// How many slots the records use: well over the instances alive at once, so a
+/// newcomer finds a free slot within a few random picks.
+pub const RING: u64 = 4096;
 
 const PREFIX: &str = "tally:";
+
+const CLAIM_PREFIX: &str = "tally-claim:";
 
 /// A record not written for this long belongs to an instance that is gone: Spin drops
 /// an instance after 1 s without requests, and a request ends within its deadline.
@@ -44,13 +42,24 @@ pub struct Record {
     pub gauges: BTreeMap<String, i64>,
 }
 
-/// The store key of the slot that sequence number `n` names.
-pub fn slot_key(n: i64) -> String {
-    format!("{PREFIX}{:04x}", n.rem_euclid(RING))
+/// The store key of the slot that number `n` names (any number: it wraps round the ring).
+pub fn slot_key(n: u64) -> String {
+    format!("{PREFIX}{:04x}", n % RING)
 }
 
 pub fn is_record_key(key: &str) -> bool {
     key.starts_with(PREFIX)
+}
+
+/// What newcomers contend on for `slot` while its record was last written at
+/// `at` (0: no record): a new record, or a new claim, makes a new contest.
+pub fn claim_key(slot: &str, at: u64) -> String {
+    format!("{CLAIM_PREFIX}{slot}:{at}")
+}
+
+/// The keys of claims (not series, and never listed on `/metrics`).
+pub fn is_claim_key(key: &str) -> bool {
+    key.starts_with(CLAIM_PREFIX)
 }
 
 /// Series that go up and down with the instance's life (never absorbed).
@@ -108,7 +117,11 @@ mod tests {
         assert_eq!(slot_key(1), "tally:0001");
         assert_eq!(slot_key(RING + 1), slot_key(1));
         assert_ne!(slot_key(RING), slot_key(RING - 1));
-        assert!(is_record_key(&slot_key(7)) && !is_record_key(SEQUENCE_KEY));
+        assert_eq!(slot_key(u64::MAX), "tally:0fff");
+        let claim = claim_key(&slot_key(7), 1_700_000_000_000);
+        assert!(is_record_key(&slot_key(7)) && !is_record_key(&claim));
+        assert!(is_claim_key(&format!("{claim}/door")) && !is_claim_key(&slot_key(7)));
+        assert_ne!(claim, claim_key(&slot_key(7), 0));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::breaker;
 use super::budget::{Budget, BudgetGate};
 use super::config;
-use super::stores::{now_ms, Cache, Counters};
+use super::stores::{now_ms, Cache, Counters, Lease};
 use super::upstream::{SpinClock, SpinTransport};
 use crate::auth::{Caller, ANONYMOUS};
 use crate::cache;
@@ -54,7 +54,7 @@ pub struct ImageStep {
 enum Found<T> {
     Cached(T),
     /// Ask Ximilar, then hand the outcome to [`Context::finish`] with this lease.
-    Lead(Option<String>),
+    Lead(Option<Lease>),
 }
 
 pub struct Context {
@@ -209,11 +209,15 @@ impl Context {
         let config = self.config().await?;
         let period = config.timeout.as_millis() as u64;
         let wait_until = self.deadline.expect("set by config()").saturating_sub(config.retry.attempt_timeout);
+        // The lease's contest goes in rounds: a round can end with nobody leading
+        // (see `stores`), and two looks in a row (some 20 ms) without a leader move
+        // the followers on to the next round.
+        let mut lease = Lease { key: cache::lease_key(key, now_ms(), period), round: 0 };
+        let mut leaderless = 0;
         loop {
-            let lease = cache::lease_key(key, now_ms(), period);
             match self.cache.take_lease(&lease).await {
                 None => return Ok(Found::Lead(None)),
-                Some(1) => {
+                Some(true) => {
                     // A leader may have answered between our lookup and our lease.
                     if let Some(hit) = self.cache_lookup(key).await {
                         self.cache.release_lease(&lease).await;
@@ -222,7 +226,7 @@ impl Context {
                     }
                     return Ok(Found::Lead(Some(lease)));
                 }
-                Some(_) => {}
+                Some(false) => {}
             }
             // Follow the leader until its answer is in the cache or it has gone.
             loop {
@@ -238,18 +242,25 @@ impl Context {
                 if !self.cache.lease_held(&lease).await {
                     break;
                 }
+                leaderless = 0;
             }
             if let Some(shared) = self.cache.get::<SharedError>(&cache::shared_error_key(key)).await {
                 self.coalesced = true;
                 return Err(ApiError::invalid(SHARED_ERROR_CODE, shared.detail));
             }
-            // The leader finished without an answer to share: take the lead (or follow a new leader).
+            // Take the lead (or follow a new leader): the leader finished without an
+            // answer to share, or nobody won this round.
+            leaderless += 1;
+            if leaderless == 2 {
+                lease.round += 1;
+                leaderless = 0;
+            }
         }
     }
 
     /// Ends a lead: keeps the answer (or a definite error, for the followers
     /// only) and frees the lease, so those waiting on it see the outcome.
-    async fn finish<T: Serialize>(&mut self, key: &str, lease: Option<String>, outcome: Result<&T, &ApiError>) {
+    async fn finish<T: Serialize>(&mut self, key: &str, lease: Option<Lease>, outcome: Result<&T, &ApiError>) {
         match outcome {
             Ok(answer) => self.cache.put(key, answer).await,
             Err(error) if lease.is_some() && error.code == SHARED_ERROR_CODE => {

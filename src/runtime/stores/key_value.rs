@@ -4,13 +4,15 @@
 //!
 //! Reads and writes go through `spin:key-value`, whose functions are
 //! asynchronous: while one waits (a Redis round trip) the instance serves its
-//! other requests. Only what needs an atomic operation uses `wasi:keyvalue`
-//! atomics, a synchronous import that Spin runs holding the whole instance:
-//! the in-flight lease of a miss, a budget's reservation, the breaker's failure
-//! count and probe, and one slot a new instance takes for its counters
-//! (`crate::tally`). Counters themselves cost no call per request: they are
-//! added up in the instance and written as one record (see the `tally` module beside this one).
-//! Store handles are opened once per instance and kept.
+//! other requests. `wasi:keyvalue` atomics are a synchronous import that Spin
+//! runs holding the whole instance, so they are kept for what must be exact: a
+//! budget's reservation and the breaker's failure count and probe. What only
+//! needs one winner among requests racing for it, the in-flight lease of a miss
+//! and the slot a new instance takes for its counters (`crate::tally`), is
+//! decided with reads and writes alone ([`Handles::split`]). Counters
+//! themselves cost no call per request: they are added up in the instance and
+//! written as one record (see the `tally` module beside this one). Store handles
+//! are opened once per instance and kept.
 
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store};
 use spin_sdk::key_value::Store;
@@ -57,6 +59,36 @@ impl Handles {
         self.store.delete(key).await.map_err(|_| Failed)
     }
 
+    /// Whether this caller, named `me`, is the one winner of `name`: of all the
+    /// callers that run it on the same name, at most one wins; a caller alone
+    /// wins. Under contention every caller may lose, which callers must allow
+    /// for. A splitter (Moir and Anderson, 1995) on two keys, `name/last` and
+    /// `name/door`, built from reads and writes alone, so from asynchronous
+    /// calls; it needs a store whose single-key reads and writes are
+    /// linearisable, as Spin's SQLite store and a single Redis are. Why at most
+    /// one wins: a winner read its own name in `last` after closing the door, so
+    /// anyone who wrote `last` after that read found the door closed.
+    pub async fn split(&self, name: &str, me: &[u8]) -> Result<bool, Failed> {
+        let (last, door) = split_keys(name);
+        // A latecomer leaves `last` alone, so it cannot take the win from the others.
+        if self.exists(&door).await? {
+            return Ok(false);
+        }
+        self.set(&last, me).await?;
+        if self.exists(&door).await? {
+            return Ok(false);
+        }
+        self.set(&door, b"-").await?;
+        Ok(self.get(&last).await?.as_deref() == Some(me))
+    }
+
+    /// Makes `name` winnable again (its two keys gone).
+    pub async fn reset_split(&self, name: &str) -> Result<(), Failed> {
+        let (last, door) = split_keys(name);
+        self.delete(&last).await?;
+        self.delete(&door).await
+    }
+
     /// The store through `wasi:keyvalue`, opened on first use.
     fn bucket(&self) -> Result<std::cell::Ref<'_, store::Bucket>, Failed> {
         if self.atomic.borrow().is_none() {
@@ -80,6 +112,24 @@ impl Handles {
         let page = self.bucket()?.list_keys(None).map_err(|_| Failed)?;
         Ok(page.keys)
     }
+}
+
+fn round_key(lease: &str, round: u32) -> String {
+    format!("{lease}/{round}")
+}
+
+fn split_keys(name: &str) -> (String, String) {
+    (format!("{name}/last"), format!("{name}/door"))
+}
+
+/// A name for this request in [`Handles::split`]: 64 random bits.
+pub fn random_name() -> [u8; 16] {
+    let mut name = [0u8; 16];
+    let bits = spin_sdk::wasip3::random::random::get_random_u64();
+    for (i, digit) in name.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[(bits >> (60 - 4 * i) & 0xf) as usize];
+    }
+    name
 }
 
 thread_local! {
@@ -134,7 +184,7 @@ impl KvCounters {
         let keys = self.0.keys().map_err(|_| "listing the metrics store failed".to_string())?;
         let now = now_ms();
         let mut entries = Vec::new();
-        for key in keys {
+        for key in keys.into_iter().filter(|key| !tally::is_claim_key(key)) {
             let Ok(Some(bytes)) = self.0.get(&key).await else { continue };
             if tally::is_record_key(&key) {
                 entries.extend(Record::decode(&bytes).iter().flat_map(|r| r.series(now)));
@@ -161,16 +211,29 @@ impl KvCache {
         self.0.set(slot, &entry).await
     }
 
-    /// The first taker leads: needs the store's atomic increment.
-    pub fn take_lease(&self, lease: &str) -> Result<i64, Failed> {
-        self.0.increment(lease, 1)
+    /// Whether this request leads: the winner of round `round` of the lease's
+    /// contest (a split of its own, so a round nobody won never stops the next),
+    /// which then marks the lease held, under the lease's own key, for those who follow.
+    pub async fn take_lease(&self, lease: &str, round: u32) -> Result<bool, Failed> {
+        let me = random_name();
+        if !self.0.split(&round_key(lease, round), &me).await? {
+            return Ok(false);
+        }
+        self.0.set(lease, &me).await?;
+        Ok(true)
     }
 
     pub async fn lease_held(&self, lease: &str) -> Result<bool, Failed> {
         self.0.exists(lease).await
     }
 
-    pub async fn release_lease(&self, lease: &str) -> Result<(), Failed> {
-        self.0.delete(lease).await
+    /// The mark first, so followers look for the answer at once; then the
+    /// contest's rounds up to the one won, so the lease can be taken again.
+    pub async fn release_lease(&self, lease: &str, round: u32) -> Result<(), Failed> {
+        self.0.delete(lease).await?;
+        for past in 0..=round {
+            self.0.reset_split(&round_key(lease, past)).await?;
+        }
+        Ok(())
     }
 }

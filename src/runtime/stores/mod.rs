@@ -251,33 +251,46 @@ impl Cache {
     }
 
     /// Takes a turn on the lease: `Some(1)` for the first taker, who leads.
-    pub async fn take_lease(&mut self, lease: &str) -> Option<i64> {
+    /// Takes part in round `round` of the contest for `lease`: `Some(true)` when
+    /// this request leads (`None`: the store failed). On SQLite the first taker
+    /// always leads and rounds play no part; on the key-value store a round can end
+    /// without a winner, and those who found nobody leading move on to the next.
+    pub async fn take_lease(&mut self, lease: &Lease) -> Option<bool> {
         let result = match &mut self.store {
             CacheStore::Off => Err(Failed),
-            CacheStore::KeyValue(kv) => kv.take_lease(lease),
-            CacheStore::Sqlite(db) => db.take_lease(lease).await,
+            CacheStore::KeyValue(kv) => kv.take_lease(&lease.key, lease.round).await,
+            CacheStore::Sqlite(db) => db.take_lease(&lease.key).await,
         };
         tally(&mut self.errors, result)
     }
 
     /// Whether the lease is still held (its leader has not finished).
-    pub async fn lease_held(&mut self, lease: &str) -> bool {
+    pub async fn lease_held(&mut self, lease: &Lease) -> bool {
         let result = match &mut self.store {
             CacheStore::Off => Err(Failed),
-            CacheStore::KeyValue(kv) => kv.lease_held(lease).await,
-            CacheStore::Sqlite(db) => db.lease_held(lease).await,
+            CacheStore::KeyValue(kv) => kv.lease_held(&lease.key).await,
+            CacheStore::Sqlite(db) => db.lease_held(&lease.key).await,
         };
         tally(&mut self.errors, result).unwrap_or(false)
     }
 
-    pub async fn release_lease(&mut self, lease: &str) {
+    /// Frees a lease this request won.
+    pub async fn release_lease(&mut self, lease: &Lease) {
         let result = match &mut self.store {
             CacheStore::Off => Err(Failed),
-            CacheStore::KeyValue(kv) => kv.release_lease(lease).await,
-            CacheStore::Sqlite(db) => db.release_lease(lease).await,
+            CacheStore::KeyValue(kv) => kv.release_lease(&lease.key, lease.round).await,
+            CacheStore::Sqlite(db) => db.release_lease(&lease.key).await,
         };
         tally(&mut self.errors, result);
     }
+}
+
+/// The in-flight lease of one question in one period of the clock (its `key`,
+/// see `crate::cache::lease_key`), and the round of its contest a request is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub key: String,
+    pub round: u32,
 }
 
 /// The value of a store call; a failure is counted in `errors` (the request's

@@ -144,8 +144,8 @@ impl Database {
         .map(drop)
     }
 
-    /// Takes a turn on the lease and returns how many have taken it (1: the leader).
-    pub async fn take_lease(&self, lease: &str) -> Result<i64, Failed> {
+    /// Takes a turn on the lease: the first taker leads.
+    pub async fn take_lease(&self, lease: &str) -> Result<bool, Failed> {
         let rows = self
             .run(
                 "INSERT INTO leases (key, takers) VALUES (?1, 1) \
@@ -153,7 +153,7 @@ impl Database {
                 vec![text(lease)],
             )
             .await?;
-        rows.first().and_then(|row| row.get::<i64>(0)).ok_or(Failed)
+        rows.first().and_then(|row| row.get::<i64>(0)).map(|takers| takers == 1).ok_or(Failed)
     }
 
     pub async fn lease_held(&self, lease: &str) -> Result<bool, Failed> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use spin_sdk::wasip3::clocks::monotonic_clock;
 
-use super::key_value::{Failed, Handles};
+use super::key_value::{random_name, Failed, Handles};
 use super::now_ms;
 use crate::tally::{self, Record};
 
@@ -129,23 +129,35 @@ async fn write_once(store: &Handles) {
     });
 }
 
-/// Takes the next free slot of the ring and absorbs the counters of the gone
-/// instance that held it. A slot whose record is recent may still be someone's:
-/// the next one is tried.
+/// Takes a free slot of the ring, chosen at random, and absorbs the counters of
+/// the gone instance that held it. A slot whose record is recent may still be
+/// someone's: another is tried. Instances that pick the same free slot at once
+/// settle it with a split on the slot's present state, and the winner writes its
+/// record before it clears the split, so a latecomer who wins the cleared split
+/// finds the slot changed and tries another.
 async fn take_slot(store: &Handles) -> Result<String, Failed> {
+    let me = random_name();
     for _ in 0..4 {
-        let n = store.increment(tally::SEQUENCE_KEY, 1)?;
-        let slot = tally::slot_key(n);
-        let previous = store.get(&slot).await?.and_then(|bytes| Record::decode(&bytes));
+        let slot = tally::slot_key(spin_sdk::wasip3::random::random::get_random_u64());
+        let found = store.get(&slot).await?;
+        let previous = found.as_deref().and_then(Record::decode);
         if previous.as_ref().is_some_and(|r| r.is_live(now_ms())) {
             continue;
         }
-        TALLY.with_borrow_mut(|t| {
+        let claim = tally::claim_key(&slot, previous.as_ref().map_or(0, |r| r.at));
+        if !store.split(&claim, &me).await? || store.get(&slot).await? != found {
+            continue;
+        }
+        let bytes = TALLY.with_borrow_mut(|t| {
             if let Some(gone) = &previous {
                 t.record.absorb(gone);
             }
             t.slot = Some(slot.clone());
+            t.record.at = now_ms();
+            t.record.encode()
         });
+        store.set(&slot, &bytes).await?;
+        store.reset_split(&claim).await?;
         return Ok(slot);
     }
     Err(Failed)
