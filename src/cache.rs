@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TagMode};
-use crate::urls::ImageUrl;
+use crate::crop::CropLimits;
+use crate::urls::{Crop, ImageUrl};
 
 /// How many store keys the cache may use. At a few KiB an entry (a detection
 /// with every garment's tags), the store stays within some tens of MiB.
@@ -24,9 +25,24 @@ pub const SLOTS: u64 = 16_384;
 /// Every store key of ours starts with this; a format change bumps it.
 pub const PREFIX: &str = "v3:";
 
+/// Garments already cut for crop mode live in slots of their own, few because
+/// each holds a JPEG of up to 1,024 px (a few hundred kB): at most
+/// [`CROP_SLOTS`] of them are kept, whatever else the cache holds.
+pub const CROP_SLOTS: u64 = 64;
+
+/// How long a garment cut for another request waits for it: the orchestrator
+/// asks for a photo's garments one after another, within seconds.
+pub const CROP_TTL_MS: u64 = 120_000;
+
+const CROP: &str = "crop:";
+
 /// The store key (slot) an entry with this full key lives in.
 pub fn slot(key: &str) -> String {
-    format!("{PREFIX}{:04x}", fnv1a(key.as_bytes()) % SLOTS)
+    let hash = fnv1a(key.as_bytes());
+    match key.starts_with(CROP) {
+        true => format!("{PREFIX}{CROP}{:02x}", hash % CROP_SLOTS),
+        false => format!("{PREFIX}{:04x}", hash % SLOTS),
+    }
 }
 
 /// FNV-1a, 64 bits: stable across builds, instances and replicas, which the
@@ -97,6 +113,14 @@ pub fn search_key(config: &Config, query: &ImageUrl, category: Option<&str>, top
     // The category's length makes the key unambiguous whatever it contains.
     let category = if filter_field.is_empty() { "" } else { category.unwrap_or("") };
     format!("search:{fp}:{top_k}:{}:{category}:{image}", category.len())
+}
+
+/// A garment of the photo at `source` cut for crop mode with `limits`: the
+/// JPEG bytes depend on nothing else.
+pub fn crop_key(limits: &CropLimits, source: &ImageUrl, b: Crop) -> String {
+    let CropLimits { margin_pct, max_side, quality, .. } = limits;
+    let photo = source.cache_key();
+    format!("{CROP}{margin_pct}:{max_side}:{quality}:{photo}#xywh={},{},{},{}", b.x, b.y, b.w, b.h)
 }
 
 /// The health probe's verdict, for the token and host it was probed with.
@@ -202,6 +226,21 @@ mod tests {
     fn config(pairs: &[(&str, &str)]) -> Config {
         let map: std::collections::HashMap<&str, &str> = pairs.iter().copied().collect();
         Config::from_lookup(|k| map.get(k).map(|v| v.to_string())).unwrap()
+    }
+
+    #[test]
+    fn cut_garments_keep_to_a_few_slots_of_their_own() {
+        let limits = CropLimits { max_pixels: 1, max_side: 1024, margin_pct: 5, quality: 90 };
+        let photo = crate::urls::parse_image_url("https://shop.example/a.jpg").unwrap();
+        let b = Crop { x: 1, y: 2, w: 3, h: 4 };
+        let key = crop_key(&limits, &photo, b);
+        assert_ne!(key, crop_key(&CropLimits { quality: 80, ..limits }, &photo, b));
+        assert_ne!(key, crop_key(&limits, &photo, Crop { x: 0, ..b }));
+        let slots: std::collections::BTreeSet<String> =
+            (0..5_000).map(|x| slot(&crop_key(&limits, &photo, Crop { x, ..b }))).collect();
+        assert_eq!(slots.len() as u64, CROP_SLOTS);
+        assert!(slots.iter().all(|s| s.starts_with("v3:crop:")));
+        assert!(!slot("detect:x").starts_with("v3:crop:"));
     }
 
     #[test]

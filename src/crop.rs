@@ -48,7 +48,7 @@ pub struct CropLimits {
 }
 
 /// The garment, ready to send.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Cropped {
     pub jpeg: Vec<u8>,
     pub width: u32,
@@ -289,23 +289,54 @@ fn unreadable(e: image::ImageError) -> CropError {
 /// Decoding starts only if [`estimated_cost`] of the declared size fits in
 /// `time_left`. At most one decoded image is held, plus the scaled box.
 pub fn crop_to_jpeg(bytes: &[u8], crop: Crop, limits: &CropLimits, time_left: Duration) -> Result<Cropped, CropError> {
+    let (first, _) = crops_to_jpeg(bytes, crop, &[], limits, time_left)?;
+    Ok(first)
+}
+
+/// [`crop_to_jpeg`] of `crop`, and of each of `others` from the same decode
+/// (a photo's other garments, for requests still to come): the decode, most of
+/// the cost, is paid once. `crop` decides success; each of the others has its
+/// own result, in order.
+pub fn crops_to_jpeg(
+    bytes: &[u8],
+    crop: Crop,
+    others: &[Crop],
+    limits: &CropLimits,
+    time_left: Duration,
+) -> Result<(Cropped, Vec<Result<Cropped, CropError>>), CropError> {
     let mut decoder = open(bytes)?;
     admit(bytes, &mut decoder, limits)?;
     let (width, height) = decoder.dimensions();
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (shown_w, shown_h) = displayed_size(orientation, width, height);
-    let region = region(crop, limits.margin_pct, shown_w, shown_h)
-        .ok_or(CropError::OutsideImage { width: shown_w, height: shown_h })?;
-    let stored = stored_region(orientation, region, width, height);
+    let place = |crop: Crop| {
+        region(crop, limits.margin_pct, shown_w, shown_h)
+            .map(|region| (region, stored_region(orientation, region, width, height)))
+            .ok_or(CropError::OutsideImage { width: shown_w, height: shown_h })
+    };
+    let first = place(crop)?;
     if estimated_cost(u64::from(width) * u64::from(height)) > time_left {
         return Err(CropError::NoTime);
     }
 
     let image = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    let cut = |(region, stored): ([u32; 4], [u32; 4])| cut_and_encode(&image, region, stored, orientation, limits);
+    let answer = cut(first)?;
+    let rest = others.iter().map(|&other| place(other).and_then(cut)).collect();
+    Ok((answer, rest))
+}
+
+/// The box `stored` of the decoded `image`, scaled to fit, turned upright and encoded.
+fn cut_and_encode(
+    image: &DynamicImage,
+    region: [u32; 4],
+    stored: [u32; 4],
+    orientation: Orientation,
+    limits: &CropLimits,
+) -> Result<Cropped, CropError> {
     let (out_w, out_h) = fitted(stored[2] - stored[0], stored[3] - stored[1], limits.max_side);
-    let piece = box_on_white(&image, stored, out_w, out_h)
+    let piece = box_on_white(image, stored, out_w, out_h)
         .ok_or_else(|| CropError::Unreadable("the image's colour type is not supported".into()))?;
-    drop(image);
     let mut piece = DynamicImage::ImageRgb8(piece);
     piece.apply_orientation(orientation);
     let rgb = piece.into_rgb8();
@@ -602,6 +633,21 @@ mod tests {
         for (x, y) in [(8, 8), (120, 160), (230, 310)] {
             assert!(near(*got.get_pixel(x, y), Rgb([((200 + x) / 4) as u8, ((100 + y) / 4) as u8, 128])), "{x},{y}");
         }
+    }
+
+    #[test]
+    fn a_photos_other_garments_come_from_the_same_decode_as_if_cut_alone() {
+        let source = png(&DynamicImage::ImageRgb8(gradient(800, 600)));
+        let limits = CropLimits { margin_pct: 5, ..LIMITS };
+        let boxes = [Crop { x: 10, y: 20, w: 200, h: 300 }, Crop { x: 400, y: 100, w: 300, h: 400 }];
+        let outside = Crop { x: 900, y: 0, w: 10, h: 10 };
+        let (first, rest) = crops_to_jpeg(&source, boxes[0], &[boxes[1], outside], &limits, Duration::MAX).unwrap();
+        assert_eq!(first, crop_to_jpeg(&source, boxes[0], &limits, Duration::MAX).unwrap());
+        assert_eq!(rest[0].as_ref().unwrap(), &crop_to_jpeg(&source, boxes[1], &limits, Duration::MAX).unwrap());
+        assert_eq!(rest[1], Err(CropError::OutsideImage { width: 800, height: 600 }));
+        // The requested box decides: outside the photo, nothing is cut at all.
+        let refused = crops_to_jpeg(&source, outside, &boxes, &limits, Duration::MAX).unwrap_err();
+        assert_eq!(refused, CropError::OutsideImage { width: 800, height: 600 });
     }
 
     #[test]

@@ -190,10 +190,17 @@ fn observe_in(unit: Unit, name: &str, labels: &[(&str, &str)], stored: i64) -> [
     ]
 }
 
+/// The image step's outcome when another request had already cut the garment
+/// (from the one download of its photo): nothing was downloaded or decoded.
+pub const CROP_REUSED: &str = "reused";
+
 /// Increments recording crop mode's image step: its outcome, the download's
 /// time and size, and (when it got that far) the decode-crop-encode time.
 pub fn image_increments(outcome: &str, fetch: Duration, bytes: u64, crop: Option<Duration>) -> Vec<(String, i64)> {
     let mut out = vec![(series(IMAGE_CROPS, &[("outcome", outcome)]), 1)];
+    if outcome == CROP_REUSED {
+        return out;
+    }
     out.extend(observe(IMAGE_FETCH_DURATION, &[], fetch));
     out.extend(observe_in(Unit::Bytes, IMAGE_FETCH_BYTES, &[], bytes.min(i64::MAX as u64) as i64));
     if let Some(crop) = crop {
@@ -440,6 +447,13 @@ mod tests {
         assert!(
             text.contains("http_requests_total{handler=\"tag\",method=\"POST\",status=\"2xx\",caller=\"orch\"} 6\n")
         );
+    }
+
+    #[test]
+    fn a_reused_crop_counts_its_outcome_and_no_download_or_decode() {
+        let inc = image_increments(CROP_REUSED, Duration::ZERO, 0, None);
+        assert_eq!(inc, vec![(r#"gateway_image_crops_total{outcome="reused"}"#.to_string(), 1)]);
+        assert!(image_increments("ok", Duration::ZERO, 0, None).len() > 1);
     }
 
     #[test]

@@ -141,6 +141,11 @@ def report_crop(res: dict) -> list[dict]:
     if res["crop_p50_ms"] is not None:
         print(f"  inside the component: download p50 {fmt(res['fetch_p50_ms'])} ms; "
               f"decode + crop + encode p50 {fmt(res['crop_p50_ms'])} ms, p90 {fmt(res['crop_p90_ms'])} ms")
+    outfit = res.get("outfit_cpu_ms_p50") or {}
+    one, three = outfit.get("one garment"), outfit.get("detect + 3 garments")
+    if one and three:
+        print(f"  gateway CPU per new photo, p50: one garment {fmt(one)} ms; /detect + a search of each of "
+              f"its 3 garments {fmt(three)} ms ({three / one:.2f}x)")
     return [{"scenario": "g", "target": "every crop-mode search answered", "value": res["non_200"],
              "met": res["non_200"] == 0 and res["on_p50_ms"] is not None}]
 

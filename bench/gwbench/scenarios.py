@@ -209,6 +209,35 @@ def crop_runs(gateway_url: str, image_host_url: str, n: int, width: int, height:
     return {"latency_ms": {k: sorted(v) for k, v in latencies.items()}, "non_200": non_200}
 
 
+def outfit_runs(gateway: Proc, image_host_url: str, n: int, width: int, height: int) -> dict:
+    """Gateway CPU (ms of user + system time) for a new photo, alternating: one garment alone
+    (a /search of one box, no detection), and a whole outfit as the orchestrator asks for it
+    (/detect, then a /search of each garment it found: the photo is downloaded and decoded once).
+    The mock's detection names three garments."""
+    photo = f"{image_host_url}/photo-{width}x{height}.jpg"
+    cpu = {"one garment": [], "detect + 3 garments": []}
+    headers = {"Content-Type": "application/json"}
+
+    def post(path: str, payload: dict) -> dict:
+        status, _, body = http("POST", gateway.url + path, json.dumps(payload).encode(), headers, timeout=60)
+        if status != 200:
+            die(f"scenario g: {path} answered {status}")
+        return json.loads(body)
+
+    for i in range(n + 1):
+        for name in cpu:
+            url = f"{photo}?outfit={uuid.uuid4().hex[:8]}"
+            before = cpu_seconds(gateway.p.pid)
+            if name == "one garment":
+                post("/search", {"crop_url": f"{url}#xywh=212,340,493,782", "top_k": 5})
+            else:
+                for item in post("/detect", {"url": url})["items"]:
+                    post("/search", {"crop_url": item["crop_url"], "top_k": 5})
+            if i > 0 and before is not None:
+                cpu[name].append((cpu_seconds(gateway.p.pid) - before) * 1000)
+    return {k: sorted(v) for k, v in cpu.items()}
+
+
 def crop_result(runs: dict, n: int, width: int, height: int, steps: list[dict] | None) -> dict:
     pct = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None  # noqa: E731
     whole, boxed = runs["latency_ms"]["whole photo (URL sent)"], runs["latency_ms"]["box (crop mode)"]
@@ -238,9 +267,13 @@ def scenario_crop(cfg, host: Host, width: int = 4000, height: int = 3000) -> dic
         runs = crop_runs(gw.url, images.url, n, width, height)
         steps = [json.loads(line[line.index("{"):]) for line in gw.err_path.read_text().splitlines()
                  if '"crop_ms"' in line]
+        outfit = outfit_runs(gw, images.url, max(3, n // 2), width, height)
     finally:
         host.stop(gw, images, mock)
-    return crop_result(runs, n, width, height, steps[1:])
+    result = crop_result(runs, n, width, height, steps[1:])
+    pct = lambda xs: xs[len(xs) // 2] if xs else None  # noqa: E731
+    result["outfit_cpu_ms_p50"] = {name: pct(values) for name, values in outfit.items()}
+    return result
 
 
 # ---------------------------------------------------------------- base-url mode

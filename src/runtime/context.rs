@@ -274,6 +274,17 @@ impl Context {
         }
     }
 
+    /// A value another request left in the cache for this one (it does not
+    /// count as this request's cache outcome).
+    pub async fn left_by_others<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        self.cache.get(key).await
+    }
+
+    /// Leaves `value` in the cache for `ttl_ms`, for requests still to come.
+    pub async fn leave_for_others<T: Serialize>(&mut self, key: &str, value: &T, ttl_ms: u64) {
+        self.cache.put_for(key, value, ttl_ms).await;
+    }
+
     /// Store errors met by the cache (they never fail a request).
     pub fn cache_errors(&self) -> u32 {
         self.cache.errors

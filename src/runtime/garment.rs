@@ -2,18 +2,29 @@
 //! garment cut out of the downloaded photo as JPEG. Every way it fails is the
 //! caller's image, so none of them reaches Ximilar; each outcome is recorded
 //! for `gateway_image_crops_total` and the image histograms.
+//!
+//! A photo is downloaded and decoded once for all its garments: when its
+//! detection is in the cache, the garments it found are cut from the same
+//! decode and left in the cache (a few slots of their own, two minutes) for the
+//! searches the orchestrator sends for them next.
 
 use std::time::Duration;
 
 use super::breaker;
 use super::context::{Context, ImageStep};
 use super::image_fetch::{self, FetchError};
-use crate::config::SearchCrop;
+use crate::cache::{self, CROP_TTL_MS};
+use crate::config::{Config, SearchCrop};
 use crate::contract::ApiError;
 use crate::crop::{self, CropError};
+use crate::mapping::DetectedItem;
+use crate::metrics;
 use crate::retry_loop::Clock;
 use crate::upstream_request::XimilarCall;
 use crate::urls::{Crop, ImageUrl};
+
+/// The most other garments of a photo cut along with the one asked for.
+const MAX_OTHERS: usize = 8;
 
 /// Refuses a photo whose host is not an allowed image host, before anything is fetched.
 pub fn refuse_unless_allowed(ctx: &mut Context, settings: &SearchCrop, url: &ImageUrl) -> Result<(), ApiError> {
@@ -26,12 +37,20 @@ pub fn refuse_unless_allowed(ctx: &mut Context, settings: &SearchCrop, url: &Ima
     Err(refused.to_api_error(settings.max_bytes))
 }
 
-/// The garment in `b`, cut out of the photo at `source` and encoded as JPEG.
-/// Nothing is fetched while the breaker is open, and a decode starts only if
-/// even a slow one ends before the deadline.
+/// The garment in `b`, cut out of the photo at `source` and encoded as JPEG:
+/// left by a search for another garment of the photo, or cut now. Nothing is
+/// fetched while the breaker is open, and a decode starts only if even a slow
+/// one ends before the deadline.
 pub async fn jpeg(ctx: &mut Context, settings: &SearchCrop, source: &ImageUrl, b: Crop) -> Result<Vec<u8>, ApiError> {
     breaker::refuse_if_open(&mut ctx.counters, XimilarCall::VisualKnn).await?;
     let config = ctx.config().await?;
+    let key = cache::crop_key(&settings.limits, source, b);
+    let ready = ctx.left_by_others::<String>(&key).await;
+    if let Some(jpeg) = ready.and_then(|encoded| base64_decode(&encoded)) {
+        ctx.image = Some(ImageStep { outcome: metrics::CROP_REUSED, fetch: Duration::ZERO, bytes: 0, crop: None });
+        return Ok(jpeg);
+    }
+    let others = other_garments(ctx, config, source, b).await;
     let started = ctx.clock.now();
     let budget = ctx.remaining().min(config.retry.attempt_timeout);
     let mut bytes = 0;
@@ -44,16 +63,51 @@ pub async fn jpeg(ctx: &mut Context, settings: &SearchCrop, source: &ImageUrl, b
         }
         Ok(image) => {
             let cropping = ctx.clock.now();
-            let cropped = crop::crop_to_jpeg(&image, b, &settings.limits, ctx.remaining());
+            let cropped = crop::crops_to_jpeg(&image, b, &others, &settings.limits, ctx.remaining());
             if cropped.as_ref().err() != Some(&CropError::NoTime) {
                 step.crop = Some(ctx.clock.now() - cropping);
             }
-            cropped.map(|garment| garment.jpeg).map_err(|error| {
-                step.outcome = error.label();
-                error.to_api_error(&settings.limits)
-            })
+            match cropped {
+                Ok((garment, rest)) => {
+                    for (other, cut) in others.iter().zip(rest) {
+                        if let Ok(cut) = cut {
+                            let key = cache::crop_key(&settings.limits, source, *other);
+                            ctx.leave_for_others(&key, &base64_encode(&cut.jpeg), CROP_TTL_MS).await;
+                        }
+                    }
+                    Ok(garment.jpeg)
+                }
+                Err(error) => {
+                    step.outcome = error.label();
+                    Err(error.to_api_error(&settings.limits))
+                }
+            }
         }
     };
     ctx.image = Some(step);
     result
+}
+
+/// The other garments Ximilar found in the photo, if its detection is cached
+/// (it is when the orchestrator asked `/detect` first): their searches come next.
+async fn other_garments(ctx: &mut Context, config: &Config, source: &ImageUrl, b: Crop) -> Vec<Crop> {
+    let detected = ctx.left_by_others::<Vec<DetectedItem>>(&cache::detect_key(config, source)).await;
+    let mut others: Vec<Crop> = Vec::new();
+    for item in detected.unwrap_or_default() {
+        let other = Crop::from_bbox(item.item.bbox);
+        if other != b && !others.contains(&other) && others.len() < MAX_OTHERS {
+            others.push(other);
+        }
+    }
+    others
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }

@@ -138,6 +138,39 @@ async fn each_garment_is_its_own_search_and_each_is_cached() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_photo_is_downloaded_and_decoded_once_for_all_its_detected_garments() {
+    let host = image_host().await;
+    let gw = cropping_gateway(&host, &[]).await;
+    let photo_url = format!("{}/photo-800x1700.jpg", host.origin());
+    // The orchestrator's order: the photo's garments, then a search for each.
+    let detected = gw.post("/detect", &json!({ "url": photo_url }).to_string()).await.json();
+    let crop_urls: Vec<String> =
+        detected["items"].as_array().unwrap().iter().map(|i| i["crop_url"].as_str().unwrap().to_string()).collect();
+    assert_eq!(crop_urls.len(), 3, "{detected}");
+    for crop_url in &crop_urls {
+        let reply = gw.post("/search", &search(crop_url)).await;
+        assert_eq!((reply.status, reply.header("x-cache")), (200, Some("MISS")), "{}", reply.text());
+    }
+    assert_eq!(host.hits("/photo-800x1700.jpg"), 1, "one download for the three garments");
+    assert_eq!(metric(&gw, r#"gateway_image_crops_total{outcome="ok"}"#).await, Some(1.0));
+    assert_eq!(metric(&gw, r#"gateway_image_crops_total{outcome="reused"}"#).await, Some(2.0));
+    assert_eq!(metric(&gw, "gateway_image_fetch_duration_seconds_count").await, Some(1.0));
+    // Each garment reached Ximilar exactly as a gateway cutting it alone sends it.
+    let alone = cropping_gateway(&host, &[]).await;
+    for crop_url in &crop_urls {
+        assert_eq!(alone.post("/search", &search(crop_url)).await.status, 200);
+    }
+    assert_eq!(host.hits("/photo-800x1700.jpg"), 4, "without a detection, one download per garment");
+    assert_eq!(queries(&gw), queries(&alone));
+    // A box the detection does not name is cut from a download of its own.
+    let other = format!("{photo_url}#xywh=10,10,200,200");
+    assert_eq!(gw.post("/search", &search(&other)).await.status, 200);
+    assert_eq!(host.hits("/photo-800x1700.jpg"), 5);
+    let sent = sent_image(queries(&gw).last().unwrap());
+    shows_region(&sent, 0, 0, 800, 1700).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_host_off_the_list_is_refused_before_any_call_even_through_a_redirect() {
     let host = image_host().await;
     let gw = cropping_gateway(&host, &[]).await;
