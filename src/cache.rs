@@ -123,6 +123,13 @@ pub fn crop_key(limits: &CropLimits, source: &ImageUrl, b: Crop) -> String {
     format!("{CROP}{margin_pct}:{max_side}:{quality}:{photo}#xywh={},{},{},{}", b.x, b.y, b.w, b.h)
 }
 
+/// The one cutting of the photo at `source` for several of its garments (see
+/// [`crop_key`]): searches of its garments that arrive together wait for it.
+pub fn photo_cuts_key(limits: &CropLimits, source: &ImageUrl) -> String {
+    let CropLimits { margin_pct, max_side, quality, .. } = limits;
+    format!("{CROP}{margin_pct}:{max_side}:{quality}:{}", source.cache_key())
+}
+
 /// The health probe's verdict, for the token and host it was probed with.
 pub fn health_key(config: &Config) -> String {
     format!("health:{}", fingerprint(&[&config.api_url, &config.health_path, &config.api_token]))
@@ -236,6 +243,8 @@ mod tests {
         let key = crop_key(&limits, &photo, b);
         assert_ne!(key, crop_key(&CropLimits { quality: 80, ..limits }, &photo, b));
         assert_ne!(key, crop_key(&limits, &photo, Crop { x: 0, ..b }));
+        assert!(slot(&photo_cuts_key(&limits, &photo)).starts_with("v3:crop:"));
+        assert_ne!(photo_cuts_key(&limits, &photo), key);
         let slots: std::collections::BTreeSet<String> =
             (0..5_000).map(|x| slot(&crop_key(&limits, &photo, Crop { x, ..b }))).collect();
         assert_eq!(slots.len() as u64, CROP_SLOTS);

@@ -189,6 +189,20 @@ impl Context {
         answer
     }
 
+    /// [`Context::once`] for a step that requests for different answers share
+    /// (the download and decode of a photo that several garments are cut
+    /// from): how it was found is not this request's cache outcome.
+    pub async fn once_aside<T: Serialize + DeserializeOwned>(
+        &mut self,
+        key: &str,
+        ask: impl AsyncFnOnce(&mut Context) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let own = (self.cache_outcome, self.cached_at, self.coalesced);
+        let found = self.once(key, ask).await;
+        (self.cache_outcome, self.cached_at, self.coalesced) = own;
+        found
+    }
+
     /// From the cache; or from another request that holds the in-flight lease
     /// (shared through the store), once it has answered; or [`Found::Lead`]: ask
     /// Ximilar, then [`Context::finish`]. A follower waits with the async clock

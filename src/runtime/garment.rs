@@ -43,14 +43,53 @@ pub fn refuse_unless_allowed(ctx: &mut Context, settings: &SearchCrop, url: &Ima
 /// one ends before the deadline.
 pub async fn jpeg(ctx: &mut Context, settings: &SearchCrop, source: &ImageUrl, b: Crop) -> Result<Vec<u8>, ApiError> {
     breaker::refuse_if_open(&mut ctx.counters, XimilarCall::VisualKnn).await?;
-    let config = ctx.config().await?;
-    let key = cache::crop_key(&settings.limits, source, b);
-    let ready = ctx.left_by_others::<String>(&key).await;
-    if let Some(jpeg) = ready.and_then(|encoded| base64_decode(&encoded)) {
-        ctx.image = Some(ImageStep { outcome: metrics::CROP_REUSED, fetch: Duration::ZERO, bytes: 0, crop: None });
+    if let Some(jpeg) = left_by_others(ctx, settings, source, b).await {
         return Ok(jpeg);
     }
+    let config = ctx.config().await?;
     let others = other_garments(ctx, config, source, b).await;
+    if others.is_empty() {
+        return cut(ctx, settings, source, b, &[]).await;
+    }
+    // Searches for the photo's other garments may be arriving too: one of them
+    // cuts them all, the others wait for it and take theirs from the cache.
+    let mut mine = None;
+    let shared = ctx
+        .once_aside(&cache::photo_cuts_key(&settings.limits, source), async |ctx| {
+            mine = Some(cut(ctx, settings, source, b, &others).await?);
+            Ok(others.len())
+        })
+        .await;
+    match mine {
+        Some(jpeg) => Ok(jpeg),
+        None => {
+            shared?;
+            match left_by_others(ctx, settings, source, b).await {
+                Some(jpeg) => Ok(jpeg),
+                None => cut(ctx, settings, source, b, &[]).await,
+            }
+        }
+    }
+}
+
+/// The garment, if a search for another garment of the photo cut it already.
+async fn left_by_others(ctx: &mut Context, settings: &SearchCrop, source: &ImageUrl, b: Crop) -> Option<Vec<u8>> {
+    let key = cache::crop_key(&settings.limits, source, b);
+    let jpeg = ctx.left_by_others::<String>(&key).await.and_then(|encoded| base64_decode(&encoded))?;
+    ctx.image = Some(ImageStep { outcome: metrics::CROP_REUSED, fetch: Duration::ZERO, bytes: 0, crop: None });
+    Some(jpeg)
+}
+
+/// Downloads the photo and cuts `b` out of it, and `others` from the same
+/// decode, which are left in the cache for the searches still to come.
+async fn cut(
+    ctx: &mut Context,
+    settings: &SearchCrop,
+    source: &ImageUrl,
+    b: Crop,
+    others: &[Crop],
+) -> Result<Vec<u8>, ApiError> {
+    let config = ctx.config().await?;
     let started = ctx.clock.now();
     let budget = ctx.remaining().min(config.retry.attempt_timeout);
     let mut bytes = 0;
@@ -63,7 +102,7 @@ pub async fn jpeg(ctx: &mut Context, settings: &SearchCrop, source: &ImageUrl, b
         }
         Ok(image) => {
             let cropping = ctx.clock.now();
-            let cropped = crop::crops_to_jpeg(&image, b, &others, &settings.limits, ctx.remaining());
+            let cropped = crop::crops_to_jpeg(&image, b, others, &settings.limits, ctx.remaining());
             if cropped.as_ref().err() != Some(&CropError::NoTime) {
                 step.crop = Some(ctx.clock.now() - cropping);
             }

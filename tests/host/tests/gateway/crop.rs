@@ -171,6 +171,42 @@ async fn a_photo_is_downloaded_and_decoded_once_for_all_its_detected_garments() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn searches_of_an_outfit_sent_together_share_one_download() {
+    let host = image_host().await;
+    let gw = std::sync::Arc::new(cropping_gateway(&host, &[]).await);
+    // A slow image host, so the three searches overlap.
+    let slow = Served::Slow(Duration::from_millis(200), photo(800, 1700, image::ImageFormat::Jpeg));
+    host.serve("/outfit.jpg", slow);
+    let photo_url = format!("{}/outfit.jpg", host.origin());
+    let detected = gw.post("/detect", &json!({ "url": photo_url }).to_string()).await.json();
+    let crop_urls: Vec<String> =
+        detected["items"].as_array().unwrap().iter().map(|i| i["crop_url"].as_str().unwrap().to_string()).collect();
+    let together: Vec<_> = crop_urls
+        .iter()
+        .map(|crop_url| {
+            let (gw, body) = (gw.clone(), search(crop_url));
+            tokio::spawn(async move { gw.post("/search", &body).await })
+        })
+        .collect();
+    for reply in together {
+        let reply = reply.await.unwrap();
+        assert_eq!((reply.status, reply.header("x-cache")), (200, Some("MISS")), "{}", reply.text());
+    }
+    assert_eq!(host.hits("/outfit.jpg"), 1, "one download for three searches at once");
+    assert_eq!(metric(&gw, r#"gateway_image_crops_total{outcome="reused"}"#).await, Some(2.0));
+    assert_eq!(metric(&gw, "gateway_coalesced_total{handler=\"search\"}").await, None, "three searches of their own");
+    let mut sent: Vec<String> = queries(&gw).iter().map(Value::to_string).collect();
+    let alone = cropping_gateway(&host, &[]).await;
+    for crop_url in &crop_urls {
+        assert_eq!(alone.post("/search", &search(crop_url)).await.status, 200);
+    }
+    let mut expected: Vec<String> = queries(&alone).iter().map(Value::to_string).collect();
+    sent.sort();
+    expected.sort();
+    assert_eq!(sent, expected, "each garment as a gateway cutting it alone sends it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_host_off_the_list_is_refused_before_any_call_even_through_a_redirect() {
     let host = image_host().await;
     let gw = cropping_gateway(&host, &[]).await;
