@@ -120,14 +120,12 @@ fn estimated_cost(pixels: u64) -> Duration {
     Duration::from_micros(pixels.saturating_mul(1_000_000) / ASSUMED_PIXELS_PER_SECOND)
 }
 
-/// The format by its first bytes; only the three that crop mode accepts.
+/// The format by its first bytes (the `image` crate's signatures); only the
+/// three that crop mode accepts.
 pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
-    match bytes {
-        [0xFF, 0xD8, 0xFF, ..] => Some(ImageFormat::Jpeg),
-        [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Some(ImageFormat::Png),
-        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some(ImageFormat::WebP),
-        _ => None,
-    }
+    image::guess_format(bytes)
+        .ok()
+        .filter(|format| matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP))
 }
 
 /// The decoders' own limits: no side over [`MAX_IMAGE_SIDE`], and at most
@@ -966,6 +964,16 @@ mod tests {
         );
         let got = decode(&out.unwrap().jpeg);
         assert!(near(*got.get_pixel(4, 20), Rgb([255, 255, 255])) && near(*got.get_pixel(36, 20), Rgb([0, 0, 0])));
+    }
+
+    #[test]
+    fn only_jpeg_png_and_webp_are_recognised() {
+        let png = png(&DynamicImage::ImageRgb8(gradient(4, 4)));
+        assert_eq!(sniff(&png), Some(ImageFormat::Png));
+        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10]), Some(ImageFormat::Jpeg));
+        assert_eq!(sniff(b"GIF89a\x01\x00\x01\x00"), None, "a GIF is an image, but not one crop mode reads");
+        assert_eq!(sniff(b"<html>"), None);
+        assert_eq!(sniff(&[0xFF, 0xD8]), None);
     }
 
     #[test]
