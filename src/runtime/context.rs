@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::breaker;
 use super::budget::{Budget, BudgetGate};
 use super::config;
+use super::report::{CacheOutcome, ImageStep, Report};
 use super::stores::{now_ms, Cache, Counters, Lease};
 use super::upstream::{SpinClock, SpinTransport};
 use crate::auth::{Caller, ANONYMOUS};
@@ -20,7 +21,7 @@ use crate::cache_control::CacheControl;
 use crate::config::Config;
 use crate::contract::ApiError;
 use crate::retry::RetryPolicy;
-use crate::retry_loop::{self, CallError, CallLog, Clock, Open, UpstreamResponse};
+use crate::retry_loop::{self, CallError, Clock, Open, UpstreamResponse};
 use crate::upstream_error::UpstreamError;
 use crate::upstream_request::UpstreamRequest;
 use crate::ximilar;
@@ -40,16 +41,6 @@ struct SharedError {
     detail: String,
 }
 
-/// What crop mode's image step did, for the metrics.
-pub struct ImageStep {
-    /// `ok`, or what stopped it (a label of `gateway_image_crops_total`).
-    pub outcome: &'static str,
-    pub fetch: Duration,
-    pub bytes: u64,
-    /// Decode, crop and encode, when the download succeeded and there was time for it.
-    pub crop: Option<Duration>,
-}
-
 /// Where an answer comes from.
 enum Found<T> {
     Cached(T),
@@ -63,23 +54,16 @@ pub struct Context {
     pub body: Bytes,
     /// The counters and the breaker's state, in the state store.
     pub counters: Counters,
-    /// Every try sent to Ximilar, and every retry.
-    pub calls: CallLog,
-    pub cache_outcome: CacheOutcome,
+    /// What the request did, for the pipeline (see [`Context::take_report`]).
+    report: Report,
     /// What the caller's `Cache-Control` asks of the cache.
     pub cache_control: CacheControl,
-    /// When the answer served from the cache was stored (Unix ms), for `Age`.
-    pub cached_at: Option<u64>,
     /// When the request arrived (Unix ms): `no-cache` wants an answer from then on.
     started_ms: u64,
-    /// Answered by another request's identical call (counted in `gateway_coalesced_total`).
-    pub coalesced: bool,
     /// Who is calling, when inbound keys are configured (see [`Context::admit`]).
     caller: Option<Caller>,
     /// The caller's daily budget, when it has one.
     budget: Option<Budget>,
-    /// Crop mode's image step, when the request took it.
-    pub image: Option<ImageStep>,
     cache: Cache,
     /// When the Ximilar calls of this request must be done by (set with the configuration).
     deadline: Option<Duration>,
@@ -92,15 +76,11 @@ impl Context {
             clock,
             body: Bytes::new(),
             counters,
-            calls: CallLog::default(),
-            cache_outcome: CacheOutcome::NotUsed,
+            report: Report::default(),
             cache_control: CacheControl::default(),
-            cached_at: None,
             started_ms: now_ms(),
-            coalesced: false,
             caller: None,
             budget: None,
-            image: None,
             cache: Cache::disabled(),
             deadline: None,
         }
@@ -137,6 +117,21 @@ impl Context {
         }
     }
 
+    /// How the cache served the request so far.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.report.cache
+    }
+
+    /// Crop mode's image step, as it went.
+    pub fn record_image_step(&mut self, step: ImageStep) {
+        self.report.image = Some(step);
+    }
+
+    /// What the request did; the pipeline takes it once the answer is ready.
+    pub fn take_report(&mut self) -> Report {
+        std::mem::take(&mut self.report)
+    }
+
     /// The caller's name for logs and labels: a configured name, or `anonymous`.
     pub fn caller_name(&self) -> &str {
         self.caller.as_ref().map_or(ANONYMOUS, |c| c.name.as_str())
@@ -154,7 +149,7 @@ impl Context {
             return None;
         }
         let found = self.cache_lookup(key).await;
-        self.cache_outcome = match (&found, self.cache_control.no_cache) {
+        self.report.cache = match (&found, self.cache_control.no_cache) {
             (Some(_), _) => CacheOutcome::Hit,
             (None, true) => CacheOutcome::Refresh,
             (None, false) => CacheOutcome::Miss,
@@ -166,7 +161,7 @@ impl Context {
     async fn cache_lookup<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
         let not_before = self.cache_control.not_before(self.started_ms, now_ms());
         let (value, at) = self.cache.get_since(key, not_before).await?;
-        self.cached_at = Some(at);
+        self.report.cached_at = Some(at);
         Some(value)
     }
 
@@ -197,9 +192,9 @@ impl Context {
         key: &str,
         ask: impl AsyncFnOnce(&mut Context) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let own = (self.cache_outcome, self.cached_at, self.coalesced);
+        let own = (self.report.cache, self.report.cached_at, self.report.coalesced);
         let found = self.once(key, ask).await;
-        (self.cache_outcome, self.cached_at, self.coalesced) = own;
+        (self.report.cache, self.report.cached_at, self.report.coalesced) = own;
         found
     }
 
@@ -235,7 +230,7 @@ impl Context {
                     // A leader may have answered between our lookup and our lease.
                     if let Some(hit) = self.cache_lookup(key).await {
                         self.cache.release_lease(&lease).await;
-                        self.cache_outcome = CacheOutcome::Hit;
+                        self.report.cache = CacheOutcome::Hit;
                         return Ok(Found::Cached(hit));
                     }
                     return Ok(Found::Lead(Some(lease)));
@@ -249,8 +244,8 @@ impl Context {
                 }
                 self.clock.sleep(FOLLOW_POLL).await;
                 if let Some(answer) = self.cache_lookup(key).await {
-                    self.coalesced = true;
-                    self.cache_outcome = CacheOutcome::Hit;
+                    self.report.coalesced = true;
+                    self.report.cache = CacheOutcome::Hit;
                     return Ok(Found::Cached(answer));
                 }
                 if !self.cache.lease_held(&lease).await {
@@ -259,7 +254,7 @@ impl Context {
                 leaderless = 0;
             }
             if let Some(shared) = self.cache.get::<SharedError>(&cache::shared_error_key(key)).await {
-                self.coalesced = true;
+                self.report.coalesced = true;
                 return Err(ApiError::invalid(SHARED_ERROR_CODE, shared.detail));
             }
             // Take the lead (or follow a new leader): the leader finished without an
@@ -313,7 +308,7 @@ impl Context {
             true => Some(breaker::admit(&mut self.counters, &config.breaker, request.endpoint).await?),
             false => None,
         };
-        let first_try = self.calls.attempts.len();
+        let first_try = self.report.calls.attempts.len();
         // A caller's budget pays for every try that may be billed; cache hits and
         // waiting on another's identical call cost nothing.
         let mut budget = BudgetGate { budget: self.budget.as_mut(), counters: &mut self.counters, refusal: None };
@@ -324,11 +319,11 @@ impl Context {
             deadline,
             request,
             &mut budget,
-            &mut self.calls,
+            &mut self.report.calls,
         )
         .await;
         let refusal = budget.refusal.take();
-        let tries = &self.calls.attempts[first_try..];
+        let tries = &self.report.calls.attempts[first_try..];
         if let Some(pass) = breaker_pass {
             breaker::settle(&mut self.counters, &config.breaker, pass, tries).await;
         }
@@ -347,9 +342,16 @@ impl Context {
     ) -> Result<Map<String, Value>, UpstreamError> {
         let policy = RetryPolicy { max_retries: 0, attempt_timeout: timeout, ..retry.clone() };
         let deadline = self.clock.now() + timeout;
-        let response =
-            retry_loop::call(&SpinTransport, &self.clock, &policy, deadline, request, &mut Open, &mut self.calls)
-                .await?;
+        let response = retry_loop::call(
+            &SpinTransport,
+            &self.clock,
+            &policy,
+            deadline,
+            request,
+            &mut Open,
+            &mut self.report.calls,
+        )
+        .await?;
         envelope(&response)
     }
 }
@@ -360,37 +362,4 @@ fn envelope(response: &UpstreamResponse) -> Result<Map<String, Value>, UpstreamE
         return Err(error);
     }
     ximilar::parse_envelope(&response.body)
-}
-
-/// How the cache served a request (a miss still counts when the call then failed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CacheOutcome {
-    #[default]
-    NotUsed,
-    Hit,
-    Miss,
-    /// The caller's `no-cache`: asked Ximilar afresh, and replaced the cached answer.
-    Refresh,
-}
-
-impl CacheOutcome {
-    /// The `x-cache` header, if the cache was consulted.
-    pub fn header(self) -> Option<&'static str> {
-        match self {
-            CacheOutcome::NotUsed => None,
-            CacheOutcome::Hit => Some("HIT"),
-            CacheOutcome::Miss => Some("MISS"),
-            CacheOutcome::Refresh => Some("REFRESH"),
-        }
-    }
-
-    /// The log line's `cache` field.
-    pub fn label(self) -> &'static str {
-        match self {
-            CacheOutcome::NotUsed => "none",
-            CacheOutcome::Hit => "hit",
-            CacheOutcome::Miss => "miss",
-            CacheOutcome::Refresh => "refresh",
-        }
-    }
 }

@@ -3,9 +3,10 @@
 
 use super::breaker;
 use super::config;
-use super::context::{CacheOutcome, Context};
+use super::context::Context;
 use super::endpoint::{Answer, Endpoint, Guard};
 use super::garment;
+use super::report::CacheOutcome;
 use super::stores::now_ms;
 use crate::auth;
 use crate::breaker::State;
@@ -117,7 +118,7 @@ impl Endpoint for Health {
         let mut response = ctx.once(&key, async |ctx| Ok(probe(ctx, config).await)).await?;
         // A cached verdict may be reused, but the breaker's state is read fresh
         // (a probe made just now has read it already).
-        if ctx.cache_outcome == CacheOutcome::Hit {
+        if ctx.cache_outcome() == CacheOutcome::Hit {
             response.breaker = Some(breaker::state(&mut ctx.counters).await.label().into());
         }
         Ok(Answer::json(&response))

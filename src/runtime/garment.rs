@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use super::breaker;
-use super::context::{Context, ImageStep};
+use super::context::Context;
 use super::image_fetch::{self, FetchError};
+use super::report::ImageStep;
 use crate::cache::{self, CROP_TTL_MS};
 use crate::config::{Config, SearchCrop};
 use crate::contract::ApiError;
@@ -33,7 +34,7 @@ pub fn refuse_unless_allowed(ctx: &mut Context, settings: &SearchCrop, url: &Ima
         return Ok(());
     }
     let refused = FetchError::HostNotAllowed;
-    ctx.image = Some(ImageStep { outcome: refused.label(), fetch: Duration::ZERO, bytes: 0, crop: None });
+    ctx.record_image_step(ImageStep { outcome: refused.label(), fetch: Duration::ZERO, bytes: 0, crop: None });
     Err(refused.to_api_error(settings.max_bytes))
 }
 
@@ -76,7 +77,7 @@ pub async fn jpeg(ctx: &mut Context, settings: &SearchCrop, source: &ImageUrl, b
 async fn left_by_others(ctx: &mut Context, settings: &SearchCrop, source: &ImageUrl, b: Crop) -> Option<Vec<u8>> {
     let key = cache::crop_key(&settings.limits, source, b);
     let jpeg = ctx.left_by_others::<String>(&key).await.and_then(|encoded| base64_decode(&encoded))?;
-    ctx.image = Some(ImageStep { outcome: metrics::CROP_REUSED, fetch: Duration::ZERO, bytes: 0, crop: None });
+    ctx.record_image_step(ImageStep { outcome: metrics::CROP_REUSED, fetch: Duration::ZERO, bytes: 0, crop: None });
     Some(jpeg)
 }
 
@@ -123,7 +124,7 @@ async fn cut(
             }
         }
     };
-    ctx.image = Some(step);
+    ctx.record_image_step(step);
     result
 }
 

@@ -7,8 +7,9 @@ use http_body_util::{BodyExt, Limited};
 use spin_sdk::http::{FullBody, Request};
 
 use super::config;
-use super::context::{CacheOutcome, Context};
+use super::context::Context;
 use super::endpoint::{Answer, Endpoint, Guard};
+use super::report::{CacheOutcome, Report};
 use super::stores::{now_ms, Counters};
 use super::upstream::SpinClock;
 use crate::auth::Caller;
@@ -44,28 +45,29 @@ pub async fn serve<E: Endpoint>(request: Request) -> Response {
         Err(error) => Err(error),
     };
     ctx.release_unused_budget().await;
+    let report = ctx.take_report();
     let status = match &answer {
         Ok(a) => a.status,
         Err(e) => e.status,
     };
-    record::<E>(&mut ctx, method, status);
+    record::<E>(&mut ctx, &report, method, status);
     ctx.counters.flush().await;
-    log_line(E::NAME, method, status, answer.as_ref().err().map(|e| e.code), &ctx).await;
-    let timing = timing(&ctx);
+    log_line(E::NAME, method, status, answer.as_ref().err().map(|e| e.code), &ctx, &report).await;
+    let timing = timing(&ctx, &report);
     // How old a cached answer is, in whole seconds (RFC 9111's `Age`).
     let age =
-        ctx.cached_at.filter(|_| ctx.cache_outcome == CacheOutcome::Hit).map(|at| now_ms().saturating_sub(at) / 1000);
-    respond(answer, ctx.cache_outcome, age, &ctx.request_id, &timing)
+        report.cached_at.filter(|_| report.cache == CacheOutcome::Hit).map(|at| now_ms().saturating_sub(at) / 1000);
+    respond(answer, report.cache, age, &ctx.request_id, &timing)
 }
 
 /// Where the request's time went, for `Server-Timing`.
-fn timing(ctx: &Context) -> Timing {
+fn timing(ctx: &Context, report: &Report) -> Timing {
     Timing {
         total: ctx.clock.now(),
-        ximilar: ctx.calls.attempts.iter().map(|(_, attempt)| attempt.duration).sum(),
-        tries: ctx.calls.attempts.len(),
-        image: ctx.image.as_ref().map(|step| step.fetch + step.crop.unwrap_or_default()),
-        cache: ctx.cache_outcome.header(),
+        ximilar: report.calls.attempts.iter().map(|(_, attempt)| attempt.duration).sum(),
+        tries: report.calls.attempts.len(),
+        image: report.image.as_ref().map(|step| step.fetch + step.crop.unwrap_or_default()),
+        cache: report.cache.header(),
     }
 }
 
@@ -119,28 +121,28 @@ async fn read_body(request: Request) -> Result<Bytes, ApiError> {
 
 /// The request's metrics: its count and latency, each Ximilar try and retry,
 /// the cache outcome, and the in-flight gauge back down (written by the next flush).
-fn record<E: Endpoint>(ctx: &mut Context, method: &str, status: u16) {
+fn record<E: Endpoint>(ctx: &mut Context, report: &Report, method: &str, status: u16) {
     let elapsed = ctx.clock.now();
     let caller = ctx.caller_name().to_string();
     let counters = &mut ctx.counters;
     counters.add_all(metrics::request_increments(E::NAME, method, status, &caller, elapsed));
-    for (endpoint, attempt) in &ctx.calls.attempts {
+    for (endpoint, attempt) in &report.calls.attempts {
         counters.add_all(metrics::upstream_increments(endpoint.label(), &attempt.outcome.label(), attempt.duration));
         // Every call carries one image record; Ximilar bills the ones it answers.
         if endpoint.is_billed() && matches!(attempt.outcome, Outcome::Status(200..=299)) {
             counters.add(&metrics::billed_records_key(endpoint.label(), &caller), 1);
         }
     }
-    for (endpoint, reason) in &ctx.calls.retries {
+    for (endpoint, reason) in &report.calls.retries {
         counters.add(&metrics::retry_key(endpoint.label(), reason.label()), 1);
     }
-    if ctx.coalesced {
+    if report.coalesced {
         counters.add(&metrics::coalesced_key(E::NAME), 1);
     }
-    if let Some(step) = &ctx.image {
+    if let Some(step) = &report.image {
         counters.add_all(metrics::image_increments(step.outcome, step.fetch, step.bytes, step.crop));
     }
-    match ctx.cache_outcome {
+    match report.cache {
         CacheOutcome::Hit => counters.add(&metrics::cache_outcome_key(E::NAME, true), 1),
         CacheOutcome::Miss | CacheOutcome::Refresh => counters.add(&metrics::cache_outcome_key(E::NAME, false), 1),
         CacheOutcome::NotUsed => {}
@@ -223,22 +225,22 @@ fn millis(d: std::time::Duration) -> f64 {
 }
 
 /// One JSON line per request on stderr. No URL, token or collection id.
-async fn log_line(handler: &str, method: &str, status: u16, code: Option<&str>, ctx: &Context) {
+async fn log_line(handler: &str, method: &str, status: u16, code: Option<&str>, ctx: &Context, report: &Report) {
     let mut line = serde_json::json!({
         "handler": handler,
         "method": method,
         "status": status,
         "code": code,
         "duration_ms": millis(ctx.clock.now()),
-        "upstream_calls": ctx.calls.attempts.len(),
-        "retries": ctx.calls.retries.len(),
-        "cache": ctx.cache_outcome.label(),
+        "upstream_calls": report.calls.attempts.len(),
+        "retries": report.calls.retries.len(),
+        "cache": report.cache.label(),
         "caller": ctx.caller_name(),
         "metrics_errors": ctx.counters.errors,
         "cache_errors": ctx.cache_errors(),
         "request_id": ctx.request_id,
     });
-    if let Some(step) = &ctx.image {
+    if let Some(step) = &report.image {
         line["image_ms"] = millis(step.fetch).into();
         line["crop_ms"] = step.crop.map(millis).into();
     }
