@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use spin_sdk::http::FullBody;
 use spin_sdk::wasip3::http::types::ErrorCode;
 
-use super::upstream::timeouts;
+use super::upstream::{content_length, timeouts};
 use crate::contract::ApiError;
 use crate::image_hosts::{self, ImageHosts};
 
@@ -96,11 +96,7 @@ pub async fn fetch(
             if !(200..300).contains(&status) {
                 return Err(FetchError::Status(status));
             }
-            let declared = response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
+            let declared = content_length(response.headers());
             if declared.is_some_and(|n| n > max_bytes) {
                 return Err(FetchError::TooLarge);
             }
@@ -114,7 +110,8 @@ pub async fn fetch(
                     return Err(FetchError::TooLarge);
                 }
                 bytes.extend_from_slice(&data);
-                if Instant::now() >= deadline {
+                let complete = declared.is_some_and(|n| bytes.len() as u64 >= n);
+                if !complete && Instant::now() >= deadline {
                     return Err(FetchError::Timeout);
                 }
             }

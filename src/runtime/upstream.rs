@@ -101,19 +101,28 @@ async fn exchange(
     Ok(UpstreamResponse { status, retry_after, body })
 }
 
-/// The whole body, or a timeout when `deadline` passes before its end.
+/// The whole body, or a timeout when `deadline` passes before its end. A body
+/// that has all its declared length is complete, however late its last chunk
+/// came: it may have been billed, and a timeout would send the try again.
 async fn read_body(response: Response, deadline: Instant) -> Result<Vec<u8>, TransportError> {
+    let declared = content_length(response.headers());
     let mut body = response.into_body();
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.map_err(classify)?.into_data() {
             bytes.extend_from_slice(&data);
         }
-        if Instant::now() >= deadline {
+        let complete = declared.is_some_and(|n| bytes.len() as u64 >= n);
+        if !complete && Instant::now() >= deadline {
             return Err(TransportError::Timeout);
         }
     }
     Ok(bytes)
+}
+
+/// The `Content-Length` an answer declares, if it declares a readable one.
+pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
 fn classify(code: ErrorCode) -> TransportError {

@@ -190,3 +190,77 @@ async fn retry_after_passed_to_callers_is_bounded_and_zero_is_no_burst() {
     let (reply, calls, _) = detect_with(&[], vec![Fault::too_many_requests_retry_after(0); 4]).await;
     assert_eq!((reply.status, reply.header("retry-after"), calls), (503, Some("1"), 4));
 }
+
+/// A Ximilar on a raw socket that answers every request with `body` (its length
+/// declared) in two halves: the headers after `before`, the second half `gap`
+/// after the first. Returns its URL and how many requests it has answered.
+async fn answering_in_two_halves(
+    body: String,
+    before: Duration,
+    gap: Duration,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let (body, count) = (body.clone(), count.clone());
+            tokio::spawn(async move {
+                // The request: headers, then as many bytes as it declares.
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let declared = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + declared {
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(before).await;
+                let (first, second) = body.as_bytes().split_at(body.len() / 2);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(&[head.as_bytes(), first].concat()).await;
+                tokio::time::sleep(gap).await;
+                let _ = socket.write_all(second).await;
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (url, answered)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_answer_that_ends_after_the_tries_deadline_is_not_sent_again() {
+    // Each try has 600 ms: the headers come at 350 ms, the end of the body at 700 ms,
+    // no gap longer than the between-bytes timeout. The whole answer is there, and may
+    // have been billed: it is the answer, not a timeout to retry.
+    let answer = json!({
+        "records": [{ "_url": "https://shop.example/outfit.jpg", "_objects": [], "_status": { "code": 200, "text": "OK" } }],
+        "status": { "code": 200, "text": "OK" },
+    });
+    let (url, answered) =
+        answering_in_two_halves(answer.to_string(), Duration::from_millis(350), Duration::from_millis(350)).await;
+    let vars = [("api_url", url.as_str()), ("timeout_ms", "3000"), ("attempt_timeout_ms", "600")];
+    let gw = gateway(&vars).await;
+    let reply = gw.post("/detect", BODY).await;
+    assert_eq!((reply.status, reply.json()), (200, json!({ "items": [] })), "{}", reply.text());
+    assert_eq!(answered.load(std::sync::atomic::Ordering::Relaxed), 1, "one try");
+}
