@@ -93,25 +93,12 @@ impl ImageHost {
             hits: Mutex::default(),
             with_credentials: Default::default(),
         });
-        let (stop, mut stopped) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel();
         let serving = state.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let state = serving.clone();
-                        tokio::spawn(async move {
-                            let service = hyper::service::service_fn(move |req| answer(state.clone(), req));
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                .await;
-                        });
-                    }
-                }
-            }
-        });
+        tokio::spawn(crate::accept::serve_connections(listener, stopped, false, move |_| {
+            let state = serving.clone();
+            hyper::service::service_fn(move |req| answer(state.clone(), req))
+        }));
         Ok(ImageHost { addr, state, _stop: stop })
     }
 

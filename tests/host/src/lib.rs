@@ -5,6 +5,7 @@
 //! a mock of the Ximilar API, and an audit of component imports against `wit/`.
 //! See README.md for the public API.
 
+mod accept;
 pub mod audit;
 mod bindings;
 mod channel_stream;

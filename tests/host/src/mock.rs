@@ -154,7 +154,11 @@ impl MockXimilar {
             call_seq: AtomicU64::new(0),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
-        tokio::spawn(accept_loop(listener, state.clone(), stop_rx));
+        let serving = state.clone();
+        tokio::spawn(crate::accept::serve_connections(listener, stop_rx, true, move |_| {
+            let state = serving.clone();
+            hyper::service::service_fn(move |req| handle(state.clone(), req))
+        }));
         Ok(MockHandle { addr, state, stop: Some(stop_tx) })
     }
 }
@@ -247,25 +251,6 @@ impl MockState {
     fn set_status(&self, seq: u64, status: u16) {
         if let Some(call) = self.calls.lock().unwrap().iter_mut().find(|c| c.seq == seq) {
             call.status = Some(status);
-        }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, state: Arc<MockState>, mut stop: oneshot::Receiver<()>) {
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                stream.set_nodelay(true).ok();
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
         }
     }
 }

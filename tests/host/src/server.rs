@@ -430,7 +430,16 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
     let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel();
-    let server = tokio::spawn(accept_loop(listener, app.clone(), stop_rx));
+    // Nagle on, as on Spin 4.0.2, whose listener never sets TCP_NODELAY: an answer whose
+    // body is not ready when its headers leave waits for the client's ACK.
+    let serving = app.clone();
+    let server = tokio::spawn(crate::accept::serve_connections(listener, stop_rx, false, move |client| {
+        let app = serving.clone();
+        hyper::service::service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.handle(req, client).await) }
+        })
+    }));
     Ok(RunningApp { addr, app, stop: Some(stop_tx), server: Some(server) })
 }
 
@@ -592,30 +601,6 @@ fn report_error(errors: &Mutex<Vec<String>>, logs: &LogSink, msg: String) {
 
 type HostBody = UnsyncBoxBody<Bytes, ErrorCode>;
 type ServeBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stop: oneshot::Receiver<()>) {
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let Ok((stream, client)) = accepted else { continue };
-                // Nagle on, as on Spin 4.0.2, whose listener never sets TCP_NODELAY: an answer
-                // whose body is not ready when its headers leave waits for the client's ACK.
-                stream.set_nodelay(false).ok();
-                let app = app.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let app = app.clone();
-                        async move { Ok::<_, Infallible>(app.handle(req, client).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        }
-    }
-}
 
 impl App {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<ServeBody> {
