@@ -8,10 +8,11 @@
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -176,27 +177,8 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(response.expect("valid response"))
 }
 
-/// `chunk` forever, paced by a small channel so a client that stops reading is not flooded.
-fn endless(chunk: Bytes) -> ChannelBody {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    tokio::spawn(async move {
-        while tx.send(chunk.clone()).await.is_ok() {
-            tokio::task::yield_now().await;
-        }
-    });
-    ChannelBody(rx)
-}
-
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
-    }
+/// `chunk` forever. hyper asks for the next chunk only when it can send it, so a client
+/// that stops reading is never flooded.
+fn endless(chunk: Bytes) -> StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>>> {
+    StreamBody::new(futures::stream::repeat_with(move || Ok(Frame::data(chunk.clone()))))
 }
