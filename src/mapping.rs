@@ -88,7 +88,7 @@ pub fn tag_response(tags: Option<&Value>, fallback_type: Option<&str>) -> TagRes
         .unwrap_or_default();
     TagResponse {
         kind,
-        color_hex: colors::hex_for(&color).unwrap_or_default().to_string(),
+        color_hex: colors::hex_for(&color).unwrap_or_default(),
         color,
         material: pick(&["Material"]),
         pattern: pick(&["Pattern", "Design", "Pattern and Material"]),
