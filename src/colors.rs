@@ -120,19 +120,28 @@ fn lookup(table: &'static [(&'static str, &'static str)], key: &str) -> Option<&
 mod tests {
     use super::*;
 
+    fn assert_values(cases: &[(&str, &str)]) {
+        for (name, hex) in cases {
+            assert_eq!(hex_for(name).as_deref(), Some(*hex), "{name:?}");
+        }
+    }
+
     #[test]
     fn exact_css_values() {
-        assert_eq!(hex_for("khaki").as_deref(), Some("#F0E68C"));
-        assert_eq!(hex_for("navy").as_deref(), Some("#000080"));
-        assert_eq!(hex_for("beige").as_deref(), Some("#F5F5DC"));
-        assert_eq!(hex_for("rebeccapurple").as_deref(), Some("#663399"));
-        assert_eq!(hex_for("blue").as_deref(), Some("#0000FF"));
-        assert_eq!(hex_for("lightblue").as_deref(), Some("#ADD8E6"));
-        assert_eq!(hex_for("darkblue").as_deref(), Some("#00008B"));
-        assert_eq!(hex_for("lightpink").as_deref(), Some("#FFB6C1"));
+        let cases = [
+            ("khaki", "#F0E68C"),
+            ("navy", "#000080"),
+            ("beige", "#F5F5DC"),
+            ("rebeccapurple", "#663399"),
+            ("blue", "#0000FF"),
+            ("lightblue", "#ADD8E6"),
+            ("darkblue", "#00008B"),
+            ("lightpink", "#FFB6C1"),
+            ("lightgrey", "#D3D3D3"),
+            ("darkgrey", "#A9A9A9"),
+        ];
+        assert_values(&cases);
         assert_eq!(hex_for("grey"), hex_for("gray"));
-        assert_eq!(hex_for("lightgrey").as_deref(), Some("#D3D3D3"));
-        assert_eq!(hex_for("darkgrey").as_deref(), Some("#A9A9A9"));
         assert_eq!(hex_for("darkslategrey"), hex_for("darkslategray"));
     }
 
@@ -180,9 +189,7 @@ mod tests {
             ("rose", "#FF007F"),
             ("rose gold", "#B76E79"),
         ];
-        for (name, hex) in cases {
-            assert_eq!(hex_for(name).as_deref(), Some(hex), "{name:?}");
-        }
+        assert_values(&cases);
     }
 
     #[test]
