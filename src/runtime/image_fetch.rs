@@ -76,50 +76,47 @@ pub async fn fetch(
     // The host keeps each hop inside what is left of the budget (request options);
     // the body is checked between chunks. No timer is raced (see `upstream`).
     let deadline = Instant::now() + budget;
-    let transfer = async {
-        for _ in 0..=MAX_REDIRECTS {
-            if !hosts.allows(&target) {
-                return Err(FetchError::HostNotAllowed);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(FetchError::Timeout);
-            }
-            let response = spin_sdk::http::send(request(&target, left)?).await.map_err(classify)?;
-            let status = response.status().as_u16();
-            if (300..400).contains(&status) {
-                let location = response.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok());
-                target = image_hosts::redirect_target(&target, location)
-                    .ok_or_else(|| FetchError::Failed(format!("HTTP {status} without a usable Location")))?;
-                continue;
-            }
-            if !(200..300).contains(&status) {
-                return Err(FetchError::Status(status));
-            }
-            let declared = content_length(response.headers());
-            if declared.is_some_and(|n| n > max_bytes) {
+    for _ in 0..=MAX_REDIRECTS {
+        if !hosts.allows(&target) {
+            return Err(FetchError::HostNotAllowed);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(FetchError::Timeout);
+        }
+        let response = spin_sdk::http::send(request(&target, left)?).await.map_err(classify)?;
+        let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            let location = response.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok());
+            target = image_hosts::redirect_target(&target, location)
+                .ok_or_else(|| FetchError::Failed(format!("HTTP {status} without a usable Location")))?;
+            continue;
+        }
+        if !(200..300).contains(&status) {
+            return Err(FetchError::Status(status));
+        }
+        let declared = content_length(response.headers());
+        if declared.is_some_and(|n| n > max_bytes) {
+            return Err(FetchError::TooLarge);
+        }
+        let mut body = response.into_body();
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(classify)?.into_data() else { continue };
+            *received += data.len() as u64;
+            if bytes.len() as u64 + data.len() as u64 > max_bytes {
+                // Dropping the body stops the transfer.
                 return Err(FetchError::TooLarge);
             }
-            let mut body = response.into_body();
-            let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
-            while let Some(frame) = body.frame().await {
-                let Ok(data) = frame.map_err(classify)?.into_data() else { continue };
-                *received += data.len() as u64;
-                if bytes.len() as u64 + data.len() as u64 > max_bytes {
-                    // Dropping the body stops the transfer.
-                    return Err(FetchError::TooLarge);
-                }
-                bytes.extend_from_slice(&data);
-                let complete = declared.is_some_and(|n| bytes.len() as u64 >= n);
-                if !complete && Instant::now() >= deadline {
-                    return Err(FetchError::Timeout);
-                }
+            bytes.extend_from_slice(&data);
+            let complete = declared.is_some_and(|n| bytes.len() as u64 >= n);
+            if !complete && Instant::now() >= deadline {
+                return Err(FetchError::Timeout);
             }
-            return Ok(bytes);
         }
-        Err(FetchError::Failed(format!("more than {MAX_REDIRECTS} redirects")))
-    };
-    transfer.await
+        return Ok(bytes);
+    }
+    Err(FetchError::Failed(format!("more than {MAX_REDIRECTS} redirects")))
 }
 
 fn request(target: &http::Uri, budget: Duration) -> Result<http::Request<FullBody<bytes::Bytes>>, FetchError> {

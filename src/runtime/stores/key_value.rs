@@ -122,14 +122,9 @@ fn split_keys(name: &str) -> (String, String) {
     (format!("{name}/last"), format!("{name}/door"))
 }
 
-/// A name for this request in [`Handles::split`]: 64 random bits.
-pub fn random_name() -> [u8; 16] {
-    let mut name = [0u8; 16];
-    let bits = spin_sdk::wasip3::random::random::get_random_u64();
-    for (i, digit) in name.iter_mut().enumerate() {
-        *digit = b"0123456789abcdef"[(bits >> (60 - 4 * i) & 0xf) as usize];
-    }
-    name
+/// A name for this request in [`Handles::split`]: 64 random bits, in hex.
+pub fn random_name() -> Vec<u8> {
+    format!("{:016x}", spin_sdk::wasip3::random::random::get_random_u64()).into_bytes()
 }
 
 thread_local! {

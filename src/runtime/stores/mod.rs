@@ -250,7 +250,6 @@ impl Cache {
         tally(&mut self.errors, result);
     }
 
-    /// Takes a turn on the lease: `Some(1)` for the first taker, who leads.
     /// Takes part in round `round` of the contest for `lease`: `Some(true)` when
     /// this request leads (`None`: the store failed). On SQLite the first taker
     /// always leads and rounds play no part; on the key-value store a round can end

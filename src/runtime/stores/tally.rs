@@ -102,23 +102,13 @@ async fn write_in_background(store: Rc<Handles>) {
     }
 }
 
-/// One write of the whole record (the caller holds `writing`). A failure leaves
-/// the totals dirty for the next writer.
+/// One write of the whole record (the caller holds `writing`); an instance's
+/// first is made by [`take_slot`]. A failure leaves the totals dirty for the
+/// next writer.
 async fn write_once(store: &Handles) {
-    let slot = match TALLY.with_borrow(|t| t.slot.clone()) {
-        Some(slot) => Ok(slot),
+    let written = match TALLY.with_borrow(|t| t.slot.clone()) {
+        Some(slot) => store.set(&slot, &snapshot()).await,
         None => take_slot(store).await,
-    };
-    let written = match slot {
-        Ok(slot) => {
-            let bytes = TALLY.with_borrow_mut(|t| {
-                t.dirty = false;
-                t.record.at = now_ms();
-                t.record.encode()
-            });
-            store.set(&slot, &bytes).await
-        }
-        Err(failed) => Err(failed),
     };
     TALLY.with_borrow_mut(|t| {
         if written.is_err() {
@@ -129,13 +119,22 @@ async fn write_once(store: &Handles) {
     });
 }
 
-/// Takes a free slot of the ring, chosen at random, and absorbs the counters of
-/// the gone instance that held it. A slot whose record is recent may still be
+/// The whole record as it stands, to be written now.
+fn snapshot() -> Vec<u8> {
+    TALLY.with_borrow_mut(|t| {
+        t.dirty = false;
+        t.record.at = now_ms();
+        t.record.encode()
+    })
+}
+
+/// Takes a free slot of the ring, chosen at random, absorbs the counters of
+/// the gone instance that held it, and writes the first record there. A slot whose record is recent may still be
 /// someone's: another is tried. Instances that pick the same free slot at once
 /// settle it with a split on the slot's present state, and the winner writes its
 /// record before it clears the split, so a latecomer who wins the cleared split
 /// finds the slot changed and tries another.
-async fn take_slot(store: &Handles) -> Result<String, Failed> {
+async fn take_slot(store: &Handles) -> Result<(), Failed> {
     let me = random_name();
     for _ in 0..4 {
         let slot = tally::slot_key(spin_sdk::wasip3::random::random::get_random_u64());
@@ -148,17 +147,14 @@ async fn take_slot(store: &Handles) -> Result<String, Failed> {
         if !store.split(&claim, &me).await? || store.get(&slot).await? != found {
             continue;
         }
-        let bytes = TALLY.with_borrow_mut(|t| {
+        TALLY.with_borrow_mut(|t| {
             if let Some(gone) = &previous {
                 t.record.absorb(gone);
             }
             t.slot = Some(slot.clone());
-            t.record.at = now_ms();
-            t.record.encode()
         });
-        store.set(&slot, &bytes).await?;
-        store.reset_split(&claim).await?;
-        return Ok(slot);
+        store.set(&slot, &snapshot()).await?;
+        return store.reset_split(&claim).await;
     }
     Err(Failed)
 }
