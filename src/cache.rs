@@ -98,11 +98,7 @@ pub fn search_key(config: &Config, query: &ImageUrl, category: Option<&str>, top
     let mut parts = vec![config.api_url.as_str(), &config.search_path, &config.collection_id, &fields, filter_field];
     // Crop mode's settings change the bytes sent; without it the keys stay as they were.
     let (settings, image) = match (&config.search_crop, query.crop()) {
-        (Some(crop), Some(b)) => (
-            format!("crop:{}:{}:{}", crop.limits.margin_pct, crop.limits.max_side, crop.limits.quality),
-            // The box as numbers: `pixel:10,20,...` and `10,20,...` are one crop.
-            format!("{}#xywh={},{},{},{}", query.source_url().cache_key(), b.x, b.y, b.w, b.h),
-        ),
+        (Some(crop), Some(b)) => (crop_settings(&crop.limits), boxed(query.source_url().cache_key(), b)),
         // The source photo is what Ximilar gets, so every crop of it shares the key.
         _ => (String::new(), query.source_url().cache_key()),
     };
@@ -118,16 +114,23 @@ pub fn search_key(config: &Config, query: &ImageUrl, category: Option<&str>, top
 /// A garment of the photo at `source` cut for crop mode with `limits`: the
 /// JPEG bytes depend on nothing else.
 pub fn crop_key(limits: &CropLimits, source: &ImageUrl, b: Crop) -> String {
-    let CropLimits { margin_pct, max_side, quality, .. } = limits;
-    let photo = source.cache_key();
-    format!("{CROP}{margin_pct}:{max_side}:{quality}:{photo}#xywh={},{},{},{}", b.x, b.y, b.w, b.h)
+    boxed(photo_cuts_key(limits, source), b)
 }
 
 /// The one cutting of the photo at `source` for several of its garments (see
 /// [`crop_key`]): searches of its garments that arrive together wait for it.
 pub fn photo_cuts_key(limits: &CropLimits, source: &ImageUrl) -> String {
-    let CropLimits { margin_pct, max_side, quality, .. } = limits;
-    format!("{CROP}{margin_pct}:{max_side}:{quality}:{}", source.cache_key())
+    format!("{}:{}", crop_settings(limits), source.cache_key())
+}
+
+/// What decides the bytes of a cut garment besides its photo and box.
+fn crop_settings(CropLimits { margin_pct, max_side, quality, .. }: &CropLimits) -> String {
+    format!("{CROP}{margin_pct}:{max_side}:{quality}")
+}
+
+/// `photo` with the box, as numbers: `pixel:10,20,...` and `10,20,...` are one crop.
+fn boxed(photo: String, b: Crop) -> String {
+    format!("{photo}#xywh={},{},{},{}", b.x, b.y, b.w, b.h)
 }
 
 /// The health probe's verdict, for the token and host it was probed with.
