@@ -7,9 +7,9 @@
 //! `ErrorCode::HttpRequestDenied` and never leaves the host. A component without the key
 //! can make no outbound request at all.
 //!
-//! Plain-http requests go through a small keep-alive pool (Spin pools outbound connections
-//! too, and benchmarks against a loopback upstream would otherwise measure TCP handshakes
-//! and fill the ephemeral port range). HTTPS requests use wasmtime-wasi-http's default
+//! Plain-http requests go through hyper-util's pooled client with a connector of our own, as
+//! in Spin 4.0.2 (keep-alive matters: a benchmark against a loopback upstream would otherwise
+//! measure TCP handshakes and fill the ephemeral port range). HTTPS requests use wasmtime-wasi-http's default
 //! sender. Both honour the request options' connect, first-byte and between-bytes timeouts,
 //! defaulting to Spin's 600 s.
 
@@ -18,21 +18,20 @@ use bytes::Bytes;
 use http::uri::Scheme;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
-use hyper::client::conn::http1::SendRequest;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime_wasi_http::p3::bindings::http::types::{DnsErrorPayload, ErrorCode};
 use wasmtime_wasi_http::p3::{RequestOptions, WasiHttpHooks};
 
 /// Spin's default for every outbound timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-/// Idle pooled connections older than this are not reused.
-const POOL_IDLE_LIMIT: Duration = Duration::from_secs(30);
 
 type HostBody = UnsyncBoxBody<Bytes, ErrorCode>;
 
@@ -40,7 +39,8 @@ type HostBody = UnsyncBoxBody<Bytes, ErrorCode>;
 // allowed_outbound_hosts
 
 /// One parsed `allowed_outbound_hosts` entry: `<scheme>://<host>[:<port>]`, `*` allowed in
-/// each part (`*.example.com` for subdomains, `a..b` for a port range).
+/// each part (`*.example.com` for subdomains). The forms this project never writes (port
+/// ranges, `self`, the default ports of non-HTTP schemes) are refused, not modelled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AllowedHost {
     scheme: Option<String>,
@@ -53,16 +53,12 @@ enum HostPattern {
     Any,
     Subdomain(String),
     Literal(String),
-    /// `self` / `self.alt`: only relative (service-chaining) requests, which this host does
-    /// not implement; it never matches an absolute URL.
-    ToSelf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum PortPattern {
     Any,
     One(u16),
-    Range(u16, u16),
 }
 
 impl AllowedHost {
@@ -92,17 +88,13 @@ impl AllowedHost {
                 None => bail!("{text:?}: no port and the scheme {scheme:?} has no default port"),
             },
             Some("*") => PortPattern::Any,
-            Some(p) => match p.split_once("..") {
-                Some((a, b)) => PortPattern::Range(
-                    a.parse().with_context(|| format!("{text:?}: bad port range"))?,
-                    b.parse().with_context(|| format!("{text:?}: bad port range"))?,
-                ),
-                None => PortPattern::One(p.parse().with_context(|| format!("{text:?}: bad port {p:?}"))?),
-            },
+            Some(p) => PortPattern::One(
+                p.parse().with_context(|| format!("{text:?}: bad port {p:?} (ranges are not modelled)"))?,
+            ),
         };
         let host = match host {
             "*" => HostPattern::Any,
-            "self" | "self.alt" => HostPattern::ToSelf,
+            "self" | "self.alt" => bail!("{text:?}: service chaining is not modelled"),
             h if h.starts_with("*.") => {
                 if h[2..].contains('*') {
                     bail!("{text:?}: wildcards are allowed only as a subdomain prefix");
@@ -125,13 +117,11 @@ impl AllowedHost {
             HostPattern::Any => true,
             HostPattern::Subdomain(suffix) => host.ends_with(suffix.as_str()) && host.parse::<IpAddr>().is_err(),
             HostPattern::Literal(l) => *l == host,
-            HostPattern::ToSelf => false,
         };
         let port = port.or_else(|| default_port(scheme));
         let port_ok = match (&self.port, port) {
             (PortPattern::Any, _) => true,
             (PortPattern::One(p), Some(q)) => *p == q,
-            (PortPattern::Range(a, b), Some(q)) => (*a..*b).contains(&q),
             (_, None) => false,
         };
         scheme_ok && host_ok && port_ok
@@ -142,10 +132,6 @@ fn default_port(scheme: &str) -> Option<u16> {
     match scheme {
         "http" => Some(80),
         "https" => Some(443),
-        "redis" => Some(6379),
-        "postgres" => Some(5432),
-        "mysql" => Some(3306),
-        "mqtt" => Some(1883),
         _ => None,
     }
 }
@@ -218,7 +204,7 @@ pub struct OutboundPolicy {
     pub component: Arc<str>,
     pub allowed: Arc<AllowedHosts>,
     pub ledger: Arc<OutboundLedger>,
-    pub pool: Arc<ConnectionPool>,
+    pub http: HttpClient,
 }
 
 type SendResult = Result<
@@ -247,7 +233,7 @@ impl WasiHttpHooks for OutboundPolicy {
             let response = if request.uri().scheme() == Some(&Scheme::HTTPS) {
                 send_https(request, options).await?
             } else {
-                policy.pool.send(request, timeouts).await?
+                send_http(&policy.http, request, timeouts).await?
             };
             Ok((response, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
         })
@@ -283,118 +269,126 @@ async fn send_https(
 }
 
 // ---------------------------------------------------------------------------------------
-// A small HTTP/1.1 keep-alive pool for plain-http upstreams
+// Plain http: hyper-util's pooled client, as Spin 4.0.2 sends it
 
-/// An idle connection and when it became idle.
-type IdleConnection = (SendRequest<HostBody>, Instant);
+/// Spin's plain-http client: hyper-util's legacy client (which keeps idle connections per
+/// host) over a connector that applies the request's connect timeout.
+pub type HttpClient = Client<Connector, HostBody>;
 
-/// Idle HTTP/1.1 connections by `host:port`.
-#[derive(Default)]
-pub struct ConnectionPool {
-    idle: Mutex<HashMap<String, Vec<IdleConnection>>>,
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build(Connector)
 }
 
-impl ConnectionPool {
-    async fn send(
-        self: &Arc<Self>,
-        mut request: http::Request<HostBody>,
-        timeouts: Timeouts,
-    ) -> Result<http::Response<HostBody>, ErrorCode> {
-        let authority = request.uri().authority().ok_or(ErrorCode::HttpRequestUriInvalid)?;
-        let key = match authority.port_u16() {
-            Some(_) => authority.to_string(),
-            None => format!("{}:80", authority.host()),
-        };
-        // HTTP/1.1 wants the origin form on the wire; the Host header is already set.
-        let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        *request.uri_mut() = path.parse().map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
-
-        // As Spin does, the first-byte timeout covers connecting as well as the answer's
-        // headers: a try's headers arrive within it, whatever connecting took.
-        let exchange = async {
-            let mut sender = match self.take_idle(&key).await {
-                Some(s) => s,
-                None => connect(&key, timeouts.connect).await?,
-            };
-            let response = sender.send_request(request).await.map_err(ErrorCode::from_hyper_request_error)?;
-            Ok::<_, ErrorCode>((sender, response))
-        };
-        let (sender, response) = tokio::time::timeout(timeouts.first_byte, exchange)
-            .await
-            .map_err(|_| ErrorCode::ConnectionReadTimeout)??;
-        let pool = self.clone();
-        Ok(response.map(|incoming| {
-            PooledBody {
-                incoming,
-                between_bytes: timeouts.between_bytes,
-                deadline: None,
-                give_back: Some((pool, key, sender)),
-            }
-            .boxed_unsync()
-        }))
-    }
-
-    /// An idle connection that is still open and ready for a new request.
-    async fn take_idle(&self, key: &str) -> Option<SendRequest<HostBody>> {
-        loop {
-            let candidate = {
-                let mut idle = self.idle.lock().unwrap();
-                idle.get_mut(key).and_then(Vec::pop)
-            };
-            let (mut sender, since) = candidate?;
-            if since.elapsed() > POOL_IDLE_LIMIT || sender.is_closed() {
-                continue;
-            }
-            if sender.ready().await.is_ok() {
-                return Some(sender);
-            }
-        }
-    }
-
-    fn give_back(&self, key: String, sender: SendRequest<HostBody>) {
-        if !sender.is_closed() {
-            self.idle.lock().unwrap().entry(key).or_default().push((sender, Instant::now()));
-        }
-    }
+tokio::task_local! {
+    /// The connect timeout of the request being sent. The client calls its connector from
+    /// within the request's own future, so a task-local is how a per-request value reaches
+    /// it (Spin passes its connect options the same way); a pooled connection ignores it.
+    static CONNECT_TIMEOUT: Duration;
 }
 
-async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<HostBody>, ErrorCode> {
-    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(authority)).await {
-        Err(_) => return Err(ErrorCode::ConnectionTimeout),
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) if e.to_string().contains("failed to lookup address") => {
-            return Err(ErrorCode::DnsError(DnsErrorPayload {
-                rcode: Some("address not available".into()),
-                info_code: Some(0),
-            }))
-        }
-        Ok(Err(_)) => return Err(ErrorCode::ConnectionRefused),
-    };
-    // Nagle's algorithm stays on, as on Spin 4.0.2, whose outbound connector never sets
-    // TCP_NODELAY: a request whose body leaves after its headers, as a second small segment,
-    // then waits for the server's (delayed) ACK, and a component must avoid that itself.
-    stream.set_nodelay(false).ok();
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (sender, conn) = tokio::time::timeout(timeout, hyper::client::conn::http1::handshake(io))
+async fn send_http(client: &HttpClient, request: http::Request<HostBody>, timeouts: Timeouts) -> HttpResult {
+    // As Spin does, the first-byte timeout covers connecting as well as the answer's
+    // headers: a try's headers arrive within it, whatever connecting took.
+    let response = CONNECT_TIMEOUT.scope(timeouts.connect, client.request(request));
+    let response = tokio::time::timeout(timeouts.first_byte, response)
         .await
-        .map_err(|_| ErrorCode::ConnectionTimeout)?
-        .map_err(ErrorCode::from_hyper_request_error)?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+        .map_err(|_| ErrorCode::ConnectionReadTimeout)?
+        .map_err(|e| {
+            // The connector's own error travels as the source; anything else is protocol.
+            std::error::Error::source(&e)
+                .and_then(|cause| cause.downcast_ref::<ErrorCode>())
+                .cloned()
+                .unwrap_or(ErrorCode::HttpProtocolError)
+        })?;
+    Ok(response.map(|incoming| {
+        BetweenBytesBody { incoming, between_bytes: timeouts.between_bytes, deadline: None }.boxed_unsync()
+    }))
 }
 
-/// A response body that enforces the between-bytes timeout and returns its connection to
-/// the pool once it has been read to the end.
-struct PooledBody {
+type HttpResult = Result<http::Response<HostBody>, ErrorCode>;
+
+/// Opens TCP connections for the client, with the request's connect timeout.
+#[derive(Clone)]
+pub struct Connector;
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = TokioIo<SpinTcpStream>;
+    type Error = ErrorCode;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ErrorCode>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ErrorCode>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let timeout = CONNECT_TIMEOUT.try_with(|t| *t).unwrap_or(DEFAULT_TIMEOUT);
+        Box::pin(async move {
+            let authority = uri.authority().ok_or(ErrorCode::HttpRequestUriInvalid)?;
+            let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+            let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+                Err(_) => return Err(ErrorCode::ConnectionTimeout),
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) if e.to_string().contains("failed to lookup address") => {
+                    return Err(ErrorCode::DnsError(DnsErrorPayload {
+                        rcode: Some("address not available".into()),
+                        info_code: Some(0),
+                    }))
+                }
+                Ok(Err(_)) => return Err(ErrorCode::ConnectionRefused),
+            };
+            // Nagle's algorithm stays on, as on Spin 4.0.2, whose outbound connector never
+            // sets TCP_NODELAY: a request whose body leaves after its headers, as a second
+            // small segment, then waits for the server's (delayed) ACK, and a component must
+            // avoid that itself.
+            stream.set_nodelay(false).ok();
+            Ok(TokioIo::new(SpinTcpStream(stream)))
+        })
+    }
+}
+
+/// A TCP stream as Spin's connector wraps it: its writes are not vectored (Spin's wrapper
+/// forwards `poll_write` only), so hyper flattens a request's headers and body into one
+/// buffer rather than queueing them for `writev`.
+pub struct SpinTcpStream(tokio::net::TcpStream);
+
+impl hyper_util::client::legacy::connect::Connection for SpinTcpStream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.0.connected()
+    }
+}
+
+impl tokio::io::AsyncRead for SpinTcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SpinTcpStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+/// A response body that enforces the between-bytes timeout, as Spin's does.
+struct BetweenBytesBody {
     incoming: hyper::body::Incoming,
     between_bytes: Duration,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    give_back: Option<(Arc<ConnectionPool>, String, SendRequest<HostBody>)>,
 }
 
-impl http_body::Body for PooledBody {
+impl http_body::Body for BetweenBytesBody {
     type Data = Bytes;
     type Error = ErrorCode;
 
@@ -404,29 +398,23 @@ impl http_body::Body for PooledBody {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, ErrorCode>>> {
         let this = &mut *self;
         match Pin::new(&mut this.incoming).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(frame) => {
                 this.deadline = None;
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.give_back = None;
-                let code = if e.is_timeout() { ErrorCode::HttpResponseTimeout } else { ErrorCode::HttpProtocolError };
-                Poll::Ready(Some(Err(code)))
-            }
-            Poll::Ready(None) => {
-                if let Some((pool, key, sender)) = this.give_back.take() {
-                    pool.give_back(key, sender);
-                }
-                Poll::Ready(None)
+                Poll::Ready(frame.map(|f| {
+                    f.map_err(|e| {
+                        if e.is_timeout() {
+                            ErrorCode::HttpResponseTimeout
+                        } else {
+                            ErrorCode::HttpProtocolError
+                        }
+                    })
+                }))
             }
             Poll::Pending => {
                 let between = this.between_bytes;
                 let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(between)));
                 match deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        this.give_back = None;
-                        Poll::Ready(Some(Err(ErrorCode::ConnectionReadTimeout)))
-                    }
+                    Poll::Ready(()) => Poll::Ready(Some(Err(ErrorCode::ConnectionReadTimeout))),
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -471,11 +459,9 @@ mod tests {
         assert!(allows(&h, "http://127.0.0.1:4321/p"));
         assert!(!allows(&h, "http://127.0.0.1:4322/p"));
         assert!(!allows(&h, "http://localhost:4321/p"));
-        let w = hosts(&["*://*.example.com:*", "http://localhost:1000..2000"]);
+        let w = hosts(&["*://*.example.com:*"]);
         assert!(allows(&w, "https://a.example.com:9/x"));
         assert!(!allows(&w, "https://example.com/x"));
-        assert!(allows(&w, "http://localhost:1500/"));
-        assert!(!allows(&w, "http://localhost:2000/"));
         let all = hosts(&["*://*:*"]);
         assert!(allows(&all, "http://anything:1/"));
     }
@@ -487,5 +473,9 @@ mod tests {
         assert!(AllowedHost::parse("https://api.ximilar.com/v2").is_err());
         assert!(AllowedHost::parse("https://a.*.com").is_err());
         assert!(AllowedHost::parse("https://api.ximilar.com/").is_ok());
+        // Forms the project never writes are refused rather than half-modelled.
+        assert!(AllowedHost::parse("http://localhost:1000..2000").is_err());
+        assert!(AllowedHost::parse("http://self").is_err());
+        assert!(AllowedHost::parse("redis://cache").is_err());
     }
 }

@@ -1,26 +1,21 @@
-//! HTTP routing like Spin 4.0.2's trigger: exact routes, `:name` segments and trailing
-//! `/...` wildcards; the most specific matching route wins; routes never filter by method.
+//! HTTP routing like Spin 4.0.2's trigger, for the routes this project's manifests use:
+//! exact routes and trailing `/...` wildcards; the most specific matching route wins;
+//! routes never filter by method. Spin's `:name` segments are not modelled and refused.
 //!
-//! Specificity, segment by segment from the left: a literal beats a `:name` capture, which
-//! beats the trailing wildcard; if one route's segments are a prefix of the other's, the
-//! longer one is more specific. A single trailing slash on the request path is tolerated
-//! by exact routes (`/detect/` matches `/detect`), as Spin's router does.
+//! Specificity, segment by segment from the left: a literal beats the trailing wildcard; if
+//! one route's segments are a prefix of the other's, the longer one is more specific. A
+//! single trailing slash on the request path is tolerated by exact routes (`/detect/`
+//! matches `/detect`), as Spin's router does.
 
 use anyhow::{bail, Result};
-use std::collections::HashMap;
-
-#[derive(Debug, Clone, PartialEq)]
-enum Segment {
-    Literal(String),
-    Capture(String),
-}
 
 #[derive(Debug, Clone)]
 struct Route {
     component: String,
     /// The route as written in the manifest.
     raw: String,
-    segments: Vec<Segment>,
+    /// The literal segments before any wildcard.
+    segments: Vec<String>,
     wildcard: bool,
 }
 
@@ -34,8 +29,6 @@ pub struct RouteMatch {
     pub component_route: String,
     /// What the wildcard matched, with Spin's trailing-slash rules (`""`, `/`, `/a/b`).
     pub path_info: String,
-    /// `:name` captures.
-    pub captures: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -99,18 +92,8 @@ impl Route {
             return None;
         }
 
-        let mut captures = HashMap::new();
-        for (seg, got) in self.segments.iter().zip(request) {
-            match seg {
-                Segment::Literal(l) if l == got => {}
-                Segment::Literal(_) => return None,
-                Segment::Capture(name) => {
-                    if got.is_empty() {
-                        return None;
-                    }
-                    captures.insert(name.clone(), got.to_string());
-                }
-            }
+        if self.segments.iter().zip(request).any(|(seg, got)| seg != got) {
+            return None;
         }
 
         let path_info = if self.wildcard {
@@ -135,7 +118,6 @@ impl Route {
             raw_route: self.raw.clone(),
             component_route: self.raw.strip_suffix("/...").unwrap_or(&self.raw).to_string(),
             path_info,
-            captures,
         })
     }
 }
@@ -158,24 +140,19 @@ fn parse_route(raw: &str, component: &str) -> Result<Route> {
     if body.contains("...") {
         bail!("route {raw:?} of component {component:?}: `...` is allowed only as the last segment");
     }
-    let segments = body
-        .trim_start_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| match s.strip_prefix(':') {
-            Some(name) => Segment::Capture(name.to_string()),
-            None => Segment::Literal(s.to_string()),
-        })
-        .collect();
+    let segments: Vec<String> =
+        body.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    if segments.iter().any(|s| s.starts_with(':')) {
+        bail!("route {raw:?} of component {component:?}: `:name` segments are not modelled by the test host");
+    }
     Ok(Route { component: component.to_string(), raw: raw.to_string(), segments, wildcard })
 }
 
 /// Is `a` more specific than `b`? (Both match the same path.)
 fn more_specific(a: &Route, b: &Route) -> bool {
-    fn rank(s: Option<&Segment>, wildcard: bool) -> u8 {
+    fn rank(s: Option<&String>, wildcard: bool) -> u8 {
         match s {
-            Some(Segment::Literal(_)) => 3,
-            Some(Segment::Capture(_)) => 2,
+            Some(_) => 2,
             None if wildcard => 1,
             None => 0,
         }
@@ -239,10 +216,9 @@ mod tests {
     }
 
     #[test]
-    fn named_segments_and_duplicates() {
-        let r = router(&[("/1/:two/3", "a"), ("/x", "first"), ("/x", "second")]);
-        let m = r.route("/1/2/3").unwrap();
-        assert_eq!(m.captures["two"], "2");
+    fn a_duplicate_replaces_and_named_segments_are_refused() {
+        let r = router(&[("/x", "first"), ("/x", "second")]);
         assert_eq!(comp(&r, "/x").as_deref(), Some("second"));
+        assert!(Router::build([("/1/:two/3", "a")]).is_err());
     }
 }

@@ -8,7 +8,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -34,7 +34,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 use crate::kv::{KvAccess, KvBackend, KvHandle, KvHost, KvStores, LOCK_WAIT_LIMIT};
 use crate::logs::{CapturedOutput, LogSink, Stream};
 use crate::manifest::Manifest;
-use crate::outbound::{AllowedHosts, ConnectionPool, DeniedCall, OutboundLedger, OutboundPolicy};
+use crate::outbound::{AllowedHosts, DeniedCall, OutboundLedger, OutboundPolicy};
 use crate::routing::{RouteMatch, Router};
 use crate::runtime_config::RuntimeConfig;
 use crate::sqlite_db::{ScratchDir, SqliteAccess, SqliteDatabases, SqliteHandle, SqliteHost};
@@ -347,7 +347,7 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
     let ledger = Arc::new(OutboundLedger::default());
     let logs = LogSink::new(opts.echo_logs);
     let errors = Arc::new(Mutex::new(Vec::new()));
-    let pool = Arc::new(ConnectionPool::default());
+    let http = crate::outbound::http_client();
     let sync_imports = Arc::new(SyncImports::default());
     let instances = Arc::new(InstanceCount::default());
     let engine = engine::engine();
@@ -390,7 +390,7 @@ pub async fn start_app(opts: AppOptions) -> Result<RunningApp> {
                 component: Arc::from(id),
                 allowed: Arc::new(allowed),
                 ledger: ledger.clone(),
-                pool: pool.clone(),
+                http: http.clone(),
             },
             kv_allowed: Arc::new(decl.key_value_stores.iter().cloned().collect()),
             kv: kv.clone(),
@@ -663,21 +663,18 @@ fn prepare_request(req: Request<Incoming>, route: &RouteMatch, client: SocketAdd
         .context("'Host' header contains an invalid authority")?;
 
     let matched_route = route.raw_route.strip_suffix('/').filter(|r| !r.is_empty()).unwrap_or(&route.raw_route);
-    let mut spin_headers = vec![
-        ("spin-path-info".to_string(), route.path_info.clone()),
-        ("spin-full-url".to_string(), format!("http://{host}{path_and_query}")),
-        ("spin-matched-route".to_string(), matched_route.to_string()),
-        ("spin-base-path".to_string(), "/".to_string()),
-        ("spin-raw-component-route".to_string(), route.raw_route.clone()),
-        ("spin-component-route".to_string(), route.component_route.clone()),
-        ("spin-client-addr".to_string(), client.to_string()),
+    let spin_headers = [
+        ("spin-path-info", route.path_info.clone()),
+        ("spin-full-url", format!("http://{host}{path_and_query}")),
+        ("spin-matched-route", matched_route.to_string()),
+        ("spin-base-path", "/".to_string()),
+        ("spin-raw-component-route", route.raw_route.clone()),
+        ("spin-component-route", route.component_route.clone()),
+        ("spin-client-addr", client.to_string()),
     ];
-    for (name, value) in &route.captures {
-        spin_headers.push((format!("spin-path-match-{}", name.to_ascii_lowercase()), value.clone()));
-    }
     for (name, value) in spin_headers {
-        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            parts.headers.insert(n, v);
+        if let Ok(value) = HeaderValue::try_from(value) {
+            parts.headers.insert(name, value);
         }
     }
     let body = body.map_err(ErrorCode::from_hyper_request_error).boxed_unsync();
