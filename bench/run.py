@@ -110,6 +110,9 @@ def main() -> int:
     ext.add_argument("--base-url", help="measure this gateway instead of starting the test host")
     ext.add_argument("--forwarder-url", help="a running bench/forwarder (baseline)")
     ext.add_argument("--mock-url", help="the mock Ximilar the gateway uses (zero-gateway baseline and call counting)")
+    ext.add_argument("--gateway-pid", type=int, help="pid of the process serving --base-url (e.g. `spin up`): "
+                     "its CPU time per request is reported")
+    ext.add_argument("--forwarder-pid", type=int, help="pid of the process serving --forwarder-url, likewise")
     ext.add_argument("--token", help=f"the mock's token (default {TOKEN})")
     ext.add_argument("--connections", type=int, default=64, help="connections in --base-url mode (default 64)")
     ext.add_argument("--upstream-latency-ms", type=int, help="the mock's latency, for the report only")

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+import types
 from pathlib import Path
 
 from .common import BENCH, COLLECTION, COMPONENTS, DETECT_PATH, LUA, ROOT, TOKEN, WASM_DIR, die
@@ -124,10 +125,13 @@ class Host:
 
 
 class External:
-    """Stands in for Proc when the target is already running."""
+    """Stands in for Proc when the target is already running; given its pid (e.g. a real
+    `spin up`), the benchmark reads its CPU time per request from /proc as it does for the
+    processes it starts."""
 
-    def __init__(self, url):
+    def __init__(self, url, pid: int | None = None):
         self.url = url
+        self.p = types.SimpleNamespace(pid=pid) if pid else None
 
 
 # ---------------------------------------------------------------- runtime configs

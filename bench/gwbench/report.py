@@ -57,6 +57,9 @@ def overhead(summary: dict, gw: str, base: str) -> dict | None:
         "p50_ms": g["p50_ms"] - b["p50_ms"],
         "p99_ms": g["p99_ms"] - b["p99_ms"],
         "throughput_ratio": g["rps"] / b["rps"] if b["rps"] else None,
+        # Host CPU per request against the baseline's (steadier than latency on a shared machine).
+        "host_cpu_ratio": (g["host_cpu_us_per_request"] / b["host_cpu_us_per_request"]
+                           if g.get("host_cpu_us_per_request") and b.get("host_cpu_us_per_request") else None),
     }
 
 
@@ -183,7 +186,8 @@ def report(results: list[dict], cfg) -> list[dict]:
                 if o:
                     ratio = o["throughput_ratio"]
                     print(f"  {name + ' vs ' + o['vs']:<30} p50 {fmt(o['p50_ms'], signed=True)} ms, "
-                          f"p99 {fmt(o['p99_ms'], signed=True)} ms, throughput {fmt(ratio * 100 if ratio is not None else None, '.1f')} %")
+                          f"p99 {fmt(o['p99_ms'], signed=True)} ms, throughput {fmt(ratio * 100 if ratio is not None else None, '.1f')} %, "
+                          f"host CPU per request x{fmt(o.get('host_cpu_ratio'), '.2f')}")
 
             def rnd(x, n=3):
                 return None if x is None else round(x, n)

@@ -333,8 +333,9 @@ def check_loopback(url: str, allow: bool) -> str:
 
 
 def run_base_url(cfg) -> list[dict]:
-    gw = External(check_loopback(cfg.base_url, cfg.allow_non_loopback))
-    fwd = External(check_loopback(cfg.forwarder_url, cfg.allow_non_loopback)) if cfg.forwarder_url else None
+    gw = External(check_loopback(cfg.base_url, cfg.allow_non_loopback), cfg.gateway_pid)
+    fwd = (External(check_loopback(cfg.forwarder_url, cfg.allow_non_loopback), cfg.forwarder_pid)
+           if cfg.forwarder_url else None)
     mock = External(check_loopback(cfg.mock_url, cfg.allow_non_loopback)) if cfg.mock_url else None
     token = cfg.token or TOKEN
     for t in (gw, fwd, mock):
@@ -348,15 +349,21 @@ def run_base_url(cfg) -> list[dict]:
         images = check_loopback(cfg.image_host_url, cfg.allow_non_loopback).rstrip("/")
         n = 5 if cfg.quick else 40
         log(f"base-url: crop step, {n} searches of boxes in a 4000x3000 JPEG from {images}, one at a time")
-        return [crop_result(crop_runs(gw.url, images, n, 4000, 3000), n, 4000, 3000, None)]
+        result = crop_result(crop_runs(gw.url, images, n, 4000, 3000), n, 4000, 3000, None)
+        if gw.p:  # its pid was given: the gateway's CPU per garment and per outfit as well
+            outfit = outfit_runs(gw, images, max(3, n // 2), 4000, 3000)
+            result["outfit_cpu_ms_p50"] = {name: vs[len(vs) // 2] if vs else None for name, vs in outfit.items()}
+        return [result]
     loads = overhead_loads(mock, fwd, gw)
     if mock:
         loads["mock"].headers = {"Authorization": f"Token {token}"}
     log(f"base-url: {cfg.connections} connections, {cfg.rounds} round(s) x {cfg.warmup}+{cfg.duration} s")
+    # Each target's own server process, when its pid was given: its CPU time per request.
+    servers = {"mock": mock, "forwarder": fwd, "gateway": gw}
     runs = []
     for rnd in range(cfg.rounds):
         for name in rotate(list(loads), rnd):
-            r = measure(cfg, loads[name], cfg.connections)
+            r = measure(cfg, loads[name], cfg.connections, procs={"host": servers[name]})
             r["round"] = rnd
             runs.append(r)
     summary = summarise(runs)
