@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use spin_sdk::http::FullBody;
 use spin_sdk::wasip3::http::types::ErrorCode;
 
-use super::upstream::{content_length, timeouts};
+use super::upstream::{content_length, out_of_time, timeouts};
 use crate::contract::ApiError;
 use crate::image_hosts::{self, ImageHosts};
 
@@ -109,8 +109,7 @@ pub async fn fetch(
                 return Err(FetchError::TooLarge);
             }
             bytes.extend_from_slice(&data);
-            let complete = declared.is_some_and(|n| bytes.len() as u64 >= n);
-            if !complete && Instant::now() >= deadline {
+            if out_of_time(declared, bytes.len(), deadline) {
                 return Err(FetchError::Timeout);
             }
         }

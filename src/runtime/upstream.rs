@@ -101,9 +101,7 @@ async fn exchange(
     Ok(UpstreamResponse { status, retry_after, body })
 }
 
-/// The whole body, or a timeout when `deadline` passes before its end. A body
-/// that has all its declared length is complete, however late its last chunk
-/// came: it may have been billed, and a timeout would send the try again.
+/// The whole body, or a timeout when `deadline` passes before its end.
 async fn read_body(response: Response, deadline: Instant) -> Result<Vec<u8>, TransportError> {
     let declared = content_length(response.headers());
     let mut body = response.into_body();
@@ -112,12 +110,20 @@ async fn read_body(response: Response, deadline: Instant) -> Result<Vec<u8>, Tra
         if let Ok(data) = frame.map_err(classify)?.into_data() {
             bytes.extend_from_slice(&data);
         }
-        let complete = declared.is_some_and(|n| bytes.len() as u64 >= n);
-        if !complete && Instant::now() >= deadline {
+        if out_of_time(declared, bytes.len(), deadline) {
             return Err(TransportError::Timeout);
         }
     }
     Ok(bytes)
+}
+
+/// Whether a body being read, `read` bytes so far of the `declared` length, has run
+/// past `deadline`. A body that has all its declared length is complete, however
+/// late its last chunk came: it may have been billed, and a timeout would send the
+/// try again.
+pub fn out_of_time(declared: Option<u64>, read: usize, deadline: Instant) -> bool {
+    let complete = declared.is_some_and(|n| read as u64 >= n);
+    !complete && Instant::now() >= deadline
 }
 
 /// The `Content-Length` an answer declares, if it declares a readable one.
@@ -146,7 +152,7 @@ fn classify(code: ErrorCode) -> TransportError {
     }
 }
 
-/// Resolves to `None` when `budget` passes first (the other future is dropped, cancelling it).
+/// A duration in the nanoseconds WASI's clocks and request options take (saturating).
 fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }
