@@ -9,8 +9,8 @@
 //!
 //! Plain-http requests go through hyper-util's pooled client with a connector of our own, as
 //! in Spin 4.0.2 (keep-alive matters: a benchmark against a loopback upstream would otherwise
-//! measure TCP handshakes and fill the ephemeral port range). HTTPS requests use wasmtime-wasi-http's default
-//! sender. Both honour the request options' connect, first-byte and between-bytes timeouts,
+//! measure TCP handshakes and fill the ephemeral port range). HTTPS requests use
+//! wasmtime-wasi-http's default sender. Both honour the request options' connect, first-byte and between-bytes timeouts,
 //! defaulting to Spin's 600 s.
 
 use anyhow::{bail, Context as _, Result};
@@ -34,7 +34,7 @@ use wasmtime_wasi_http::p3::{RequestOptions, WasiHttpHooks};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 type HostBody = UnsyncBoxBody<Bytes, ErrorCode>;
-
+type HttpResult = Result<http::Response<HostBody>, ErrorCode>;
 // ---------------------------------------------------------------------------------------
 // allowed_outbound_hosts
 
@@ -258,10 +258,7 @@ impl From<Option<RequestOptions>> for Timeouts {
     }
 }
 
-async fn send_https(
-    request: http::Request<HostBody>,
-    options: Option<RequestOptions>,
-) -> Result<http::Response<HostBody>, ErrorCode> {
+async fn send_https(request: http::Request<HostBody>, options: Option<RequestOptions>) -> HttpResult {
     let (response, io) = wasmtime_wasi_http::p3::default_send_request(request, options).await?;
     // The default sender hands back the connection's I/O future; drive it in the background.
     tokio::spawn(io);
@@ -304,8 +301,6 @@ async fn send_http(client: &HttpClient, request: http::Request<HostBody>, timeou
         BetweenBytesBody { incoming, between_bytes: timeouts.between_bytes, deadline: None }.boxed_unsync()
     }))
 }
-
-type HttpResult = Result<http::Response<HostBody>, ErrorCode>;
 
 /// Opens TCP connections for the client, with the request's connect timeout.
 #[derive(Clone)]
