@@ -25,24 +25,19 @@ import json
 import sys
 import threading
 import urllib.error
-import urllib.parse
 import urllib.request
 import uuid
 
-ACCOUNT_PATH = "/account/v2/details/"
-
-
-def loopback(url: str) -> str:
-    host = urllib.parse.urlsplit(url).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        sys.exit(f"{url} is not on loopback")
-    return url.rstrip("/")
+from gwbench.common import die
+from gwbench.load import mock_credits
+from gwbench.scenarios import check_loopback
 
 
 def credits(mock_url: str, token: str) -> int:
-    req = urllib.request.Request(mock_url + ACCOUNT_PATH, headers={"Authorization": f"Token {token}"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return int(json.load(r).get("credits_counter", 0))
+    billed = mock_credits(mock_url, token)
+    if billed is None:
+        die(f"the mock at {mock_url} did not report its credits (wrong token?)", 1)
+    return billed
 
 
 def main() -> int:
@@ -54,7 +49,7 @@ def main() -> int:
     ap.add_argument("--budget", type=int, required=True, help="the caller's budget as configured")
     ap.add_argument("--requests", type=int, default=40)
     args = ap.parse_args()
-    gateway, mock = loopback(args.base_url), loopback(args.mock_url)
+    gateway, mock = check_loopback(args.base_url, False), check_loopback(args.mock_url, False)
 
     before = credits(mock, args.token)
     run = uuid.uuid4().hex  # distinct across runs as well as across requests

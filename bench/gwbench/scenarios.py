@@ -209,9 +209,9 @@ def crop_runs(gateway_url: str, image_host_url: str, n: int, width: int, height:
     return {"latency_ms": {k: sorted(v) for k, v in latencies.items()}, "non_200": non_200}
 
 
-def outfit_runs(gateway: Proc, image_host_url: str, n: int, width: int, height: int) -> dict:
-    """Gateway CPU (ms of user + system time) for a new photo, alternating: one garment alone
-    (a /search of one box, no detection), and a whole outfit as the orchestrator asks for it
+def outfit_cpu_p50(gateway: Proc, image_host_url: str, n: int, width: int, height: int) -> dict:
+    """Median gateway CPU (ms of user + system time) for a new photo, alternating: one garment
+    alone (a /search of one box, no detection), and a whole outfit as the orchestrator asks for it
     (/detect, then a /search of each garment it found: the photo is downloaded and decoded once).
     The mock's detection names three garments."""
     photo = f"{image_host_url}/photo-{width}x{height}.jpg"
@@ -235,7 +235,7 @@ def outfit_runs(gateway: Proc, image_host_url: str, n: int, width: int, height: 
                     post("/search", {"crop_url": item["crop_url"], "top_k": 5})
             if i > 0 and before is not None:
                 cpu[name].append((cpu_seconds(gateway.p.pid) - before) * 1000)
-    return {k: sorted(v) for k, v in cpu.items()}
+    return {k: sorted(v)[len(v) // 2] if v else None for k, v in cpu.items()}
 
 
 def crop_result(runs: dict, n: int, width: int, height: int, steps: list[dict] | None) -> dict:
@@ -267,12 +267,11 @@ def scenario_crop(cfg, host: Host, width: int = 4000, height: int = 3000) -> dic
         runs = crop_runs(gw.url, images.url, n, width, height)
         steps = [json.loads(line[line.index("{"):]) for line in gw.err_path.read_text().splitlines()
                  if '"crop_ms"' in line]
-        outfit = outfit_runs(gw, images.url, max(3, n // 2), width, height)
+        outfit = outfit_cpu_p50(gw, images.url, max(3, n // 2), width, height)
     finally:
         host.stop(gw, images, mock)
     result = crop_result(runs, n, width, height, steps[1:])
-    pct = lambda xs: xs[len(xs) // 2] if xs else None  # noqa: E731
-    result["outfit_cpu_ms_p50"] = {name: pct(values) for name, values in outfit.items()}
+    result["outfit_cpu_ms_p50"] = outfit
     return result
 
 
@@ -351,8 +350,7 @@ def run_base_url(cfg) -> list[dict]:
         log(f"base-url: crop step, {n} searches of boxes in a 4000x3000 JPEG from {images}, one at a time")
         result = crop_result(crop_runs(gw.url, images, n, 4000, 3000), n, 4000, 3000, None)
         if gw.p:  # its pid was given: the gateway's CPU per garment and per outfit as well
-            outfit = outfit_runs(gw, images, max(3, n // 2), 4000, 3000)
-            result["outfit_cpu_ms_p50"] = {name: vs[len(vs) // 2] if vs else None for name, vs in outfit.items()}
+            result["outfit_cpu_ms_p50"] = outfit_cpu_p50(gw, images, max(3, n // 2), 4000, 3000)
         return [result]
     loads = overhead_loads(mock, fwd, gw)
     if mock:
