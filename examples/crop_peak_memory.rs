@@ -12,10 +12,12 @@
 //! ```
 //!
 //! Kinds: `jpeg` (8-bit RGB, baseline), `rgb8`, `rgba8`, `rgba16` (PNG), `webp`
-//! and `webp-rgb` (8-bit RGBA and RGB, lossless). `measure FILE WIDTH HEIGHT [whole|part]` measures a
+//! and `webp-rgb` (8-bit RGBA and RGB, lossless). `measure FILE WIDTH HEIGHT [whole|part|bottom]` measures a
 //! file made elsewhere (a progressive JPEG from `jpegtran -progressive`). The box
-//! is the whole photo (`whole`, the default: the largest crop there is) or a
-//! 1200 × 1800 garment in its middle (`part`). Native memory only approximates
+//! is the whole photo (`whole`, the default: the largest crop there is), a
+//! 1200 × 1800 garment in its middle (`part`), or a 600 × 800 one at its
+//! bottom (`bottom`: a JPEG decoded at full size and to its last row, the most
+//! memory a JPEG crop takes). Native memory only approximates
 //! the component's, whose linear memory also never shrinks.
 
 use std::io::Cursor;
@@ -37,7 +39,7 @@ fn main() {
         [kind, w, h] => run(kind, number(w), number(h), "whole"),
         [kind, w, h, part] => run(kind, number(w), number(h), part),
         _ => {
-            eprintln!("usage: crop_peak_memory jpeg|rgb8|rgba8|rgba16|webp|webp-rgb WIDTH HEIGHT [whole|part]");
+            eprintln!("usage: crop_peak_memory jpeg|rgb8|rgba8|rgba16|webp|webp-rgb WIDTH HEIGHT [whole|part|bottom]");
             std::process::exit(2);
         }
     }
@@ -98,6 +100,7 @@ fn measure(file: &Path, width: u32, height: u32, part: &str) {
     let before = status_kib("VmRSS");
     let b = match part {
         "part" => Crop { x: i64::from(width / 2) - 600, y: i64::from(height / 2) - 900, w: 1200, h: 1800 },
+        "bottom" => Crop { x: 0, y: i64::from(height) - 800, w: 600, h: 800 },
         _ => Crop { x: 0, y: 0, w: i64::from(width), h: i64::from(height) },
     };
     let limits = CropLimits { max_pixels: 50_000_000, max_side: 1024, margin_pct: 5, quality: 90 };

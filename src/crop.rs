@@ -8,12 +8,17 @@
 //! decoded once and the box is read from it in place: only the box, scaled
 //! down, is ever copied. The box is taken in the image as displayed (EXIF
 //! orientation applied), and only the scaled box is rotated.
+//!
+//! A JPEG is decoded only as far as its boxes need: down to the row below the
+//! lowest one, and at 1/2, 1/4 or 1/8 of its size (JPEG's DCT scaling) when the
+//! boxes, which are sent at 1,024 px at most, keep nine tenths of their size
+//! that way. Most of a photo's decoding is then never done.
 
 use std::io::Cursor;
 use std::time::Duration;
 
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Limits, Pixel, RgbImage};
+use image::{imageops, DynamicImage, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Limits, Pixel, RgbImage};
 
 use crate::contract::ApiError;
 use crate::urls::Crop;
@@ -191,49 +196,95 @@ impl JpegFrame {
     }
 }
 
-/// What the JPEG decoder holds besides the decoded pixels. A progressive JPEG
-/// (or one whose first scan lacks a component) is decoded from all of its
-/// coefficients at once; a baseline JPEG a row of blocks at a time (0). The
-/// `image` crate's `Limits` do not reach that buffer, so it is counted here.
-/// A header that ends before its first scan counts as progressive.
-fn jpeg_coefficient_bytes(jpeg: &[u8]) -> u64 {
-    let mut frame: Option<JpegFrame> = None;
+/// What a walk over a JPEG's segments up to its first scan tells.
+struct JpegHeader {
+    frame: Option<JpegFrame>,
+    /// Where the frame header's height (2 bytes, big-endian) is.
+    height_at: usize,
+    /// The first scan is baseline with every component in it: the whole image
+    /// is one stream of blocks, row after row.
+    streams: bool,
+    /// A restart interval is set: markers inside the scan.
+    restarts: bool,
+}
+
+/// Reads a JPEG's segments up to its first scan. A header that ends before
+/// its first scan does not stream.
+fn jpeg_header(jpeg: &[u8]) -> JpegHeader {
+    let mut header = JpegHeader { frame: None, height_at: 0, streams: false, restarts: false };
     let mut at = 2;
-    let whole_image = loop {
-        // A marker is 0xFF then its code; fill bytes and anything between segments are skipped.
-        let Some(ff) = jpeg.get(at..).and_then(|rest| rest.iter().position(|b| *b == 0xFF)) else { break true };
+    // A marker is 0xFF then its code; fill bytes and anything between segments are skipped.
+    while let Some(ff) = jpeg.get(at..).and_then(|rest| rest.iter().position(|b| *b == 0xFF)) {
         at += ff + 1;
-        let Some(&code) = jpeg.get(at) else { break true };
+        let Some(&code) = jpeg.get(at) else { break };
         if matches!(code, 0xFF | 0x00 | 0x01 | 0xD0..=0xD8) {
             continue;
         }
-        let Some(&[high, low]) = jpeg.get(at + 1..at + 3) else { break true };
+        let Some(&[high, low]) = jpeg.get(at + 1..at + 3) else { break };
         let length = usize::from(u16::from_be_bytes([high, low]));
-        let Some(body) = jpeg.get(at + 3..(at + 1 + length).max(at + 3)) else { break true };
+        let Some(body) = jpeg.get(at + 3..(at + 1 + length).max(at + 3)) else { break };
         match code {
             // Start of frame (0xC4, 0xC8 and 0xCC are other segments).
             0xC0..=0xCF if !matches!(code, 0xC4 | 0xC8 | 0xCC) => {
-                let Some(&[_, h1, h0, w1, w0, count]) = body.get(..6) else { break true };
+                let Some(&[_, h1, h0, w1, w0, count]) = body.get(..6) else { break };
                 let sampling = body[6..].chunks_exact(3).take(usize::from(count));
-                frame = Some(JpegFrame {
+                header.height_at = at + 4;
+                header.frame = Some(JpegFrame {
                     progressive: matches!(code, 0xC2 | 0xC6 | 0xCA | 0xCE),
                     width: u64::from(u16::from_be_bytes([w1, w0])),
                     height: u64::from(u16::from_be_bytes([h1, h0])),
                     sampling: sampling.map(|c| (u64::from(c[1] >> 4).max(1), u64::from(c[1] & 0x0F).max(1))).collect(),
                 });
             }
-            // The first scan: a baseline one with every component in it streams.
+            0xDD => header.restarts = body.get(..2).is_some_and(|interval| interval != [0, 0]),
             0xDA => {
-                break frame
-                    .as_ref()
-                    .is_none_or(|f| f.progressive || body.first().is_none_or(|n| usize::from(*n) < f.sampling.len()))
+                header.streams = header.frame.as_ref().is_some_and(|f| {
+                    !f.progressive && body.first().is_some_and(|n| usize::from(*n) >= f.sampling.len())
+                });
+                break;
             }
-            0xD9 => break true,
+            0xD9 => break,
             _ => {}
         }
         at += 1 + length;
-    };
-    frame.filter(|_| whole_image).map_or(0, |f| f.coefficient_bytes())
+    }
+    header
+}
+
+/// What the JPEG decoder holds besides the decoded pixels. A progressive JPEG
+/// (or one whose first scan lacks a component) is decoded from all of its
+/// coefficients at once; a baseline JPEG a row of blocks at a time (0). The
+/// `image` crate's `Limits` do not reach that buffer, so it is counted here.
+fn jpeg_coefficient_bytes(jpeg: &[u8]) -> u64 {
+    let header = jpeg_header(jpeg);
+    header.frame.filter(|_| !header.streams).map_or(0, |f| f.coefficient_bytes())
+}
+
+/// A JPEG cut off below a row, when only the rows above it are needed: its
+/// frame header made to declare that height, so the decoder stops there and
+/// never reads the blocks of the rows below.
+struct RowCut {
+    /// Where the frame header's height is.
+    at: usize,
+    height: [u8; 2],
+}
+
+impl RowCut {
+    /// The cut below row `rows`, for a JPEG whose blocks come in one scan, row
+    /// after row, without restart markers (which the decoder would meet,
+    /// unread, after its last row); `None` otherwise, or when the whole height
+    /// is needed.
+    fn of(jpeg: &[u8], rows: u32) -> Option<RowCut> {
+        let header = jpeg_header(jpeg);
+        let frame = header.frame.as_ref()?;
+        let rows = u16::try_from(rows).ok().filter(|&rows| rows > 0 && u64::from(rows) < frame.height)?;
+        (header.streams && !header.restarts).then_some(RowCut { at: header.height_at, height: rows.to_be_bytes() })
+    }
+
+    /// The cut JPEG (a copy: both decoders read it from one slice, fastest).
+    fn to_vec(&self, jpeg: &[u8]) -> Vec<u8> {
+        [&jpeg[..self.at], &self.height[..], &jpeg[self.at + 2..]].concat()
+    }
 }
 
 /// What the WebP decoder holds besides the decoded pixels, at most, by the
@@ -313,15 +364,118 @@ pub fn crops_to_jpeg(
             .ok_or(CropError::OutsideImage { width: shown_w, height: shown_h })
     };
     let first = place(crop)?;
+    let rest: Vec<_> = others.iter().map(|&other| place(other)).collect();
     if estimated_cost(u64::from(width) * u64::from(height)) > time_left {
         return Err(CropError::NoTime);
     }
 
-    let image = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
-    let cut = |(region, stored): ([u32; 4], [u32; 4])| cut_and_encode(&image, region, stored, orientation, limits);
+    let boxes: Vec<[u32; 4]> = std::iter::once(first.1).chain(rest.iter().flatten().map(|placed| placed.1)).collect();
+    let decoded = decode(bytes, decoder, &boxes, limits)?;
+    let cut = |(region, stored): ([u32; 4], [u32; 4])| {
+        cut_and_encode(&decoded.image, region, decoded.scaled(stored), orientation, limits)
+    };
     let answer = cut(first)?;
-    let rest = others.iter().map(|&other| place(other).and_then(cut)).collect();
+    let rest = rest.into_iter().map(|placed| placed.and_then(cut)).collect();
     Ok((answer, rest))
+}
+
+/// How much of a box's size a reduced decode must keep, in percent of the
+/// longer side it would be sent at from a full decode. Half scale turns a
+/// 1,980 px box into 990 px where a full decode sends 1,024: nothing Ximilar
+/// can tell apart (its own client sends similarity search 512 px), for a
+/// quarter of the decoder's work after its entropy decoding.
+const MIN_SIZE_KEPT_PCT: u64 = 90;
+
+/// The source image, decoded only as far as the boxes need it.
+struct Decoded {
+    image: DynamicImage,
+    /// 1, 2, 4 or 8: each side of `image` is the stored image's divided by it.
+    divisor: u32,
+}
+
+impl Decoded {
+    /// The `stored` rectangle (full-size coordinates) in the decoded image:
+    /// each edge divided and rounded outwards, within the image.
+    fn scaled(&self, stored: [u32; 4]) -> [u32; 4] {
+        let [x1, y1, x2, y2] = stored;
+        let d = self.divisor;
+        [x1 / d, y1 / d, x2.div_ceil(d).min(self.image.width()), y2.div_ceil(d).min(self.image.height())]
+    }
+}
+
+/// The largest of 8, 4 and 2 by which JPEG's DCT scaling may divide the image
+/// while every box keeps [`MIN_SIZE_KEPT_PCT`] of the size it is sent at; 1 if none.
+fn dct_divisor(boxes: &[[u32; 4]], max_side: u32) -> u32 {
+    let keeps = |d: u32, [x1, y1, x2, y2]: [u32; 4]| {
+        let (w, h) = (x2 - x1, y2 - y1);
+        let (sent_w, sent_h) = fitted(w, h, max_side);
+        u64::from(w.max(h) / d) * 100 >= u64::from(sent_w.max(sent_h)) * MIN_SIZE_KEPT_PCT
+    };
+    [8, 4, 2].into_iter().find(|&d| boxes.iter().all(|&b| keeps(d, b))).unwrap_or(1)
+}
+
+/// Rows decoded below the lowest box, so that the chroma of its last rows is
+/// upsampled from their true neighbours (a row of the largest blocks).
+const ROWS_PAST_THE_BOX: u32 = 16;
+
+/// Decodes what `boxes` (stored coordinates) need. A JPEG is decoded only down
+/// to the rows below its lowest box, where its layout allows, and at the
+/// smallest DCT scale [`dct_divisor`] allows (8-bit grey or colour); anything
+/// else is decoded whole by `decoder`.
+fn decode(
+    bytes: &[u8],
+    decoder: impl ImageDecoder,
+    boxes: &[[u32; 4]],
+    limits: &CropLimits,
+) -> Result<Decoded, CropError> {
+    if sniff(bytes) != Some(ImageFormat::Jpeg) {
+        return Ok(Decoded { image: DynamicImage::from_decoder(decoder).map_err(unreadable)?, divisor: 1 });
+    }
+    let lowest = boxes.iter().map(|b| b[3]).max().unwrap_or(u32::MAX);
+    let cut = RowCut::of(bytes, lowest.saturating_add(ROWS_PAST_THE_BOX));
+    let divisor = dct_divisor(boxes, limits.max_side);
+    if divisor == 1 && cut.is_none() {
+        return Ok(Decoded { image: DynamicImage::from_decoder(decoder).map_err(unreadable)?, divisor: 1 });
+    }
+    // Its copy of the file is not needed past here, so the cut's copy takes no more memory.
+    drop(decoder);
+    let cut = cut.map(|cut| cut.to_vec(bytes));
+    let source = cut.as_deref().unwrap_or(bytes);
+    if divisor > 1 {
+        if let Some(image) = decode_jpeg_scaled(source, divisor) {
+            return Ok(Decoded { image, divisor });
+        }
+    }
+    let mut decoder = open(source)?;
+    admit(source, &mut decoder, limits)?;
+    Ok(Decoded { image: DynamicImage::from_decoder(decoder).map_err(unreadable)?, divisor: 1 })
+}
+
+/// A JPEG decoded at `1 / divisor` of its size by scaling its inverse DCT, or
+/// `None` when this decoder cannot (12-bit samples, arithmetic coding, a
+/// damaged scan) or its pixels are not 8-bit grey or colour (CMYK): the full
+/// decode then takes the image or refuses it, as it would have anyway.
+/// [`admit`] has already bounded its memory: the scaled planes and pixels are
+/// at most half the full-size pixels it counted.
+fn decode_jpeg_scaled(jpeg: &[u8], divisor: u32) -> Option<DynamicImage> {
+    let mut decoder = jpeg_decoder::Decoder::new(jpeg);
+    decoder.set_max_decoding_buffer_size(MAX_DECODED_BYTES as usize);
+    decoder.read_info().ok()?;
+    let info = decoder.info()?;
+    let wanted = (info.width.div_ceil(divisor as u16), info.height.div_ceil(divisor as u16));
+    if decoder.scale(wanted.0, wanted.1).ok()? != wanted {
+        return None;
+    }
+    let (width, height) = (u32::from(wanted.0), u32::from(wanted.1));
+    match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => {
+            image::GrayImage::from_raw(width, height, decoder.decode().ok()?).map(DynamicImage::ImageLuma8)
+        }
+        jpeg_decoder::PixelFormat::RGB24 => {
+            RgbImage::from_raw(width, height, decoder.decode().ok()?).map(DynamicImage::ImageRgb8)
+        }
+        _ => None,
+    }
 }
 
 /// The box `stored` of the decoded `image`, scaled to fit, turned upright and encoded.
@@ -402,6 +556,11 @@ fn stored_region(orientation: Orientation, region: [u32; 4], width: u32, height:
 /// so besides the result only a row of floats is allocated; `None` for a
 /// colour type no decoder here produces.
 fn box_on_white(image: &DynamicImage, region: [u32; 4], width: u32, height: u32) -> Option<RgbImage> {
+    let [x1, y1, x2, y2] = region;
+    if let (DynamicImage::ImageRgb8(rgb), true) = (image, (x2 - x1, y2 - y1) == (width, height)) {
+        // Nothing to scale or blend (what a reduced JPEG decode usually leaves): a copy.
+        return Some(imageops::crop_imm(rgb, x1, y1, width, height).to_image());
+    }
     let scaled = match image {
         DynamicImage::ImageLuma8(b) => scale_on_white(b, region, width, height),
         DynamicImage::ImageLumaA8(b) => scale_on_white(b, region, width, height),
@@ -683,6 +842,102 @@ mod tests {
             piece.apply_orientation(orientation);
             assert_eq!(piece.to_rgb8(), expected, "{orientation:?}");
         }
+    }
+
+    /// A photo with detail as well as gradients: stripes about 20 px apart
+    /// over where-it-is colours, as JPEG at quality 90 (baseline, 4:2:0 chroma).
+    fn detailed_jpeg(w: u32, h: u32) -> (RgbImage, Vec<u8>) {
+        let photo = RgbImage::from_fn(w, h, |x, y| {
+            let wave = ((x as f32 / 3.0).sin() * (y as f32 / 5.0).cos() * 90.0 + 128.0) as u8;
+            Rgb([(x * 255 / w) as u8, wave, (y * 255 / h) as u8])
+        });
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&photo).unwrap();
+        (photo, jpeg)
+    }
+
+    /// Mean absolute difference per channel value (0..=255) of two same-sized images.
+    fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
+        assert_eq!(a.dimensions(), b.dimensions());
+        let total: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+        total as f64 / a.as_raw().len() as f64
+    }
+
+    /// How far a crop from a reduced decode may be from the same region cut
+    /// from the full decode and scaled to its size, per channel value. On the
+    /// detailed picture below, encoding that reference itself as JPEG at
+    /// quality 90 already moves it by 2.1; the reduced decode's crop is 2.6 away.
+    const REDUCED_DECODE_MAX_MEAN_DIFF: f64 = 3.0;
+
+    #[test]
+    fn a_reduced_decode_matches_a_full_resolution_reference_crop() {
+        let (_, jpeg) = detailed_jpeg(2400, 2000);
+        let limits = CropLimits { margin_pct: 5, quality: 90, ..LIMITS };
+        // 1,100 × 1,700 plus 5 % is 1,210 × 1,870: 1,024 px from a full decode, 936 at half scale.
+        let b = Crop { x: 300, y: 150, w: 1100, h: 1700 };
+        let out = crop_to_jpeg(&jpeg, b, &limits, Duration::MAX).unwrap();
+        assert_eq!(out.region, [245, 65, 1455, 1935]);
+        assert_eq!(
+            (out.width, out.height),
+            (606, 936),
+            "decoded at half scale (edges rounded outwards), not scaled after"
+        );
+
+        // What was decoded: the region's edges rounded outwards to whole half-scale pixels.
+        let [x1, y1, x2, y2] = [244, 64, 1456, 1936];
+        let reference = DynamicImage::ImageRgb8(decode(&jpeg))
+            .crop_imm(x1, y1, x2 - x1, y2 - y1)
+            .resize_exact(out.width, out.height, FilterType::Triangle)
+            .to_rgb8();
+        let diff = mean_abs_diff(&decode(&out.jpeg), &reference);
+        assert!(diff < REDUCED_DECODE_MAX_MEAN_DIFF, "mean absolute difference {diff:.2}");
+        // The measure can tell: the same region 4 px to the right is far off.
+        let shifted = DynamicImage::ImageRgb8(decode(&jpeg))
+            .crop_imm(x1 + 4, y1, x2 - x1, y2 - y1)
+            .resize_exact(out.width, out.height, FilterType::Triangle)
+            .to_rgb8();
+        let off = mean_abs_diff(&decode(&out.jpeg), &shifted);
+        assert!(off > 3.0 * REDUCED_DECODE_MAX_MEAN_DIFF, "shifted by 4 px: {off:.2}");
+    }
+
+    #[test]
+    fn the_dct_scale_is_the_smallest_that_keeps_nine_tenths_of_the_size_sent() {
+        let tall = |h: u32| [0, 0, h / 2, h];
+        assert_eq!(dct_divisor(&[tall(1000)], 1024), 1, "sent whole: nothing to spare");
+        assert_eq!(dct_divisor(&[tall(1800)], 1024), 1, "900 px at half scale is under 90 % of 1,024");
+        assert_eq!(dct_divisor(&[tall(1870)], 1024), 2);
+        assert_eq!(dct_divisor(&[tall(4000)], 1024), 4);
+        assert_eq!(dct_divisor(&[tall(8000)], 1024), 8);
+        assert_eq!(dct_divisor(&[tall(12_000)], 1024), 8, "never below an eighth");
+        assert_eq!(dct_divisor(&[tall(4000), tall(1870)], 1024), 2, "one decode serves every box");
+        assert_eq!(dct_divisor(&[tall(4000), tall(600)], 1024), 1);
+    }
+
+    #[test]
+    fn a_jpeg_is_decoded_only_down_to_the_rows_its_boxes_need() {
+        let (_, jpeg) = detailed_jpeg(640, 480);
+        let cut = RowCut::of(&jpeg, 200).unwrap();
+        let (full, top) = (decode(&jpeg), decode(&cut.to_vec(&jpeg)));
+        assert_eq!(top.dimensions(), (640, 200));
+        assert_eq!(top, imageops::crop_imm(&full, 0, 0, 640, 200).to_image(), "the rows above the cut are untouched");
+        assert!(RowCut::of(&jpeg, 480).is_none(), "the whole height is needed");
+
+        // A progressive JPEG, or restart markers in the scan: decoded whole.
+        let mut progressive = jpeg.clone();
+        let sof = progressive.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        progressive[sof + 1] = 0xC2;
+        assert!(RowCut::of(&progressive, 200).is_none());
+        let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let restart_interval = [0xFF, 0xDD, 0, 4, 0, 16];
+        let restarts = [&jpeg[..sos], &restart_interval, &jpeg[sos..]].concat();
+        assert!(RowCut::of(&restarts, 200).is_none());
+
+        // A box near the top of a large photo: the crop is the same as from the whole decode.
+        let (_, photo) = detailed_jpeg(1200, 2400);
+        let b = Crop { x: 100, y: 40, w: 500, h: 400 };
+        let out = crop_to_jpeg(&photo, b, &LIMITS, Duration::MAX).unwrap();
+        let want = DynamicImage::ImageRgb8(decode(&photo)).crop_imm(100, 40, 500, 400).to_rgb8();
+        assert!(mean_abs_diff(&decode(&out.jpeg), &want) < REDUCED_DECODE_MAX_MEAN_DIFF);
     }
 
     #[test]

@@ -104,6 +104,35 @@ async fn the_garment_is_sent_cut_from_the_right_region_of_its_photo() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_large_garment_is_decoded_at_half_scale_and_matches_a_full_resolution_crop() {
+    let host = image_host().await;
+    let gw = cropping_gateway(&host, &[]).await;
+    // 1,100 × 1,700 plus the default 5 % margin: 1,210 × 1,870 px, which a full
+    // decode would send at 1,024 px and a half-scale decode sends at 936.
+    let url = format!("{}/photo-2400x3000.jpg#xywh=300,150,1100,1700", host.origin());
+    let reply = gw.post("/search", &search(&url)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let got = sent_image(&queries(&gw)[0]);
+    assert_eq!((got.width(), got.height()), (606, 936), "x 244..1456, y 64..1936 at half scale");
+    for (x, y) in [(60, 90), (303, 468), (545, 150), (60, 840), (545, 840)] {
+        // Pixel (x, y) of the crop shows the photo's 2 × 2 pixels from (244 + 2x, 64 + 2y).
+        let want = photo_pixel(244 + 2 * x, 64 + 2 * y, 2400, 3000);
+        let have = got.get_pixel(x, y).0;
+        assert!(want.iter().zip(have).all(|(a, b)| a.abs_diff(b) <= 6), "at ({x},{y}): {have:?}, photo {want:?}");
+    }
+
+    // The reference: the same region of the fully decoded photo, scaled to the same size.
+    let photo = photo(2400, 3000, image::ImageFormat::Jpeg);
+    let full = image::load_from_memory_with_format(&photo, image::ImageFormat::Jpeg).unwrap();
+    let reference = full.crop_imm(244, 64, 1212, 1872).resize_exact(606, 936, image::imageops::FilterType::Triangle);
+    let reference = reference.to_rgb8();
+    let total: u64 = got.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| u64::from(a.abs_diff(*b))).sum();
+    let mean = total as f64 / got.as_raw().len() as f64;
+    // The crop's own JPEG encoding alone moves a smooth photo by about 1.
+    assert!(mean < 2.0, "mean absolute difference from the full-resolution crop: {mean:.2}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn each_garment_is_its_own_search_and_each_is_cached() {
     let host = image_host().await;
     let gw = cropping_gateway(&host, &[]).await;
