@@ -901,6 +901,20 @@ mod tests {
     }
 
     #[test]
+    fn a_grey_jpeg_is_decoded_reduced_too() {
+        let grey = image::GrayImage::from_fn(2000, 2000, |x, y| image::Luma([((x + y) / 16) as u8]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&grey).unwrap();
+        let out = crop_to_jpeg(&jpeg, Crop { x: 100, y: 100, w: 1000, h: 1900 }, &LIMITS, Duration::MAX).unwrap();
+        assert_eq!((out.width, out.height), (500, 950), "half scale: 950 px keeps over nine tenths of 1,024");
+        let got = decode(&out.jpeg);
+        for (x, y) in [(20, 20), (250, 475), (480, 930)] {
+            let level = ((100 + 2 * x + 100 + 2 * y) / 16) as u8;
+            assert!(near(*got.get_pixel(x, y), Rgb([level; 3])), "at {x},{y}: {:?}", got.get_pixel(x, y));
+        }
+    }
+
+    #[test]
     fn the_dct_scale_is_the_smallest_that_keeps_nine_tenths_of_the_size_sent() {
         let tall = |h: u32| [0, 0, h / 2, h];
         assert_eq!(dct_divisor(&[tall(1000)], 1024), 1, "sent whole: nothing to spare");
