@@ -150,6 +150,11 @@ fn open(bytes: &[u8]) -> Result<impl ImageDecoder + '_, CropError> {
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(CropError::Unreadable("the JPEG is truncated (its last scan has no end)".into()));
     }
+    decoder_for(bytes, format)
+}
+
+/// A decoder of `format` for `bytes`, header read, within the decoders' limits.
+fn decoder_for(bytes: &[u8], format: ImageFormat) -> Result<impl ImageDecoder + '_, CropError> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decoder_limits(MAX_DECODED_BYTES));
     reader.into_decoder().map_err(unreadable)
@@ -394,6 +399,11 @@ struct Decoded {
 }
 
 impl Decoded {
+    /// The whole image at full size.
+    fn whole(decoder: impl ImageDecoder) -> Result<Decoded, CropError> {
+        Ok(Decoded { image: DynamicImage::from_decoder(decoder).map_err(unreadable)?, divisor: 1 })
+    }
+
     /// The `stored` rectangle (full-size coordinates) in the decoded image:
     /// each edge divided and rounded outwards, within the image.
     fn scaled(&self, stored: [u32; 4]) -> [u32; 4] {
@@ -428,14 +438,12 @@ fn decode(
     boxes: &[[u32; 4]],
     limits: &CropLimits,
 ) -> Result<Decoded, CropError> {
-    if sniff(bytes) != Some(ImageFormat::Jpeg) {
-        return Ok(Decoded { image: DynamicImage::from_decoder(decoder).map_err(unreadable)?, divisor: 1 });
-    }
+    let jpeg = sniff(bytes) == Some(ImageFormat::Jpeg);
     let lowest = boxes.iter().map(|b| b[3]).max().unwrap_or(u32::MAX);
-    let cut = RowCut::of(bytes, lowest.saturating_add(ROWS_PAST_THE_BOX));
-    let divisor = dct_divisor(boxes, limits.max_side);
+    let cut = jpeg.then(|| RowCut::of(bytes, lowest.saturating_add(ROWS_PAST_THE_BOX))).flatten();
+    let divisor = if jpeg { dct_divisor(boxes, limits.max_side) } else { 1 };
     if divisor == 1 && cut.is_none() {
-        return Ok(Decoded { image: DynamicImage::from_decoder(decoder).map_err(unreadable)?, divisor: 1 });
+        return Decoded::whole(decoder);
     }
     // Its copy of the file is not needed past here, so the cut's copy takes no more memory.
     drop(decoder);
@@ -446,9 +454,10 @@ fn decode(
             return Ok(Decoded { image, divisor });
         }
     }
-    let mut decoder = open(source)?;
+    // The cut ends as the file did, whose completeness `open` checked.
+    let mut decoder = decoder_for(source, ImageFormat::Jpeg)?;
     admit(source, &mut decoder, limits)?;
-    Ok(Decoded { image: DynamicImage::from_decoder(decoder).map_err(unreadable)?, divisor: 1 })
+    Decoded::whole(decoder)
 }
 
 /// A JPEG decoded at `1 / divisor` of its size by scaling its inverse DCT, or
@@ -557,9 +566,11 @@ fn stored_region(orientation: Orientation, region: [u32; 4], width: u32, height:
 /// colour type no decoder here produces.
 fn box_on_white(image: &DynamicImage, region: [u32; 4], width: u32, height: u32) -> Option<RgbImage> {
     let [x1, y1, x2, y2] = region;
-    if let (DynamicImage::ImageRgb8(rgb), true) = (image, (x2 - x1, y2 - y1) == (width, height)) {
-        // Nothing to scale or blend (what a reduced JPEG decode usually leaves): a copy.
-        return Some(imageops::crop_imm(rgb, x1, y1, width, height).to_image());
+    if let DynamicImage::ImageRgb8(rgb) = image {
+        if (x2 - x1, y2 - y1) == (width, height) {
+            // Nothing to scale or blend (what a reduced JPEG decode usually leaves): a copy.
+            return Some(imageops::crop_imm(rgb, x1, y1, width, height).to_image());
+        }
     }
     let scaled = match image {
         DynamicImage::ImageLuma8(b) => scale_on_white(b, region, width, height),
