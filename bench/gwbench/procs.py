@@ -188,6 +188,33 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def cpu_reading(pid: int) -> tuple[float | None, dict[str, int]]:
+    """A process's CPU time now, for `cpu_between`: its user + system ticks (10 ms steps) and
+    each live thread's time on a CPU in nanoseconds (`/proc/<pid>/task/<tid>/schedstat`)."""
+    threads = {}
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                threads[task.name] = int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
+    except OSError:
+        pass
+    return cpu_seconds(pid), threads
+
+
+def cpu_between(before: tuple[float | None, dict[str, int]], after: tuple[float | None, dict[str, int]]) -> float | None:
+    """Seconds of CPU between two readings: to the nanosecond from the threads' own clocks when
+    every thread of the first reading is still there (a thread's time leaves with it), else from
+    the ticks, whose 10 ms steps are coarse for a single request."""
+    (ticks0, threads0), (ticks1, threads1) = before, after
+    if threads0 and threads1 and threads0.keys() <= threads1.keys():
+        return sum(ns - threads0.get(tid, 0) for tid, ns in threads1.items()) / 1e9
+    if ticks0 is None or ticks1 is None:
+        return None
+    return ticks1 - ticks0
+
+
 def settle(procs: dict, idle_share: float = 0.05, limit: float = 20.0) -> None:
     """After a warm-up, wait until the processes are idle: wrk drops its connections with
     requests in flight, and a server may still be working on them (or waiting on the slow
