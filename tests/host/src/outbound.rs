@@ -10,8 +10,8 @@
 //! Plain-http requests go through hyper-util's pooled client with a connector of our own, as
 //! in Spin 4.0.2 (keep-alive matters: a benchmark against a loopback upstream would otherwise
 //! measure TCP handshakes and fill the ephemeral port range). HTTPS requests use
-//! wasmtime-wasi-http's default sender. Both honour the request options' connect, first-byte and between-bytes timeouts,
-//! defaulting to Spin's 600 s.
+//! wasmtime-wasi-http's default sender. Both honour the request options' connect, first-byte
+//! and between-bytes timeouts, defaulting to Spin's 600 s.
 
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
@@ -34,7 +34,9 @@ use wasmtime_wasi_http::p3::{RequestOptions, WasiHttpHooks};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 type HostBody = UnsyncBoxBody<Bytes, ErrorCode>;
+/// What both senders answer.
 type HttpResult = Result<http::Response<HostBody>, ErrorCode>;
+
 // ---------------------------------------------------------------------------------------
 // allowed_outbound_hosts
 
